@@ -94,7 +94,7 @@ def _load_yaml(path: Path) -> Any:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         with path.open(encoding="utf-8") as handle:
-            return yaml.load(handle, Loader=loader)  # noqa: S506 - a safe loader
+            return yaml.load(handle, Loader=loader)
     except FileNotFoundError:
         raise SpecError(f"Lock file {path} does not exist: run `lockdock lock` first.") from None
     except yaml.YAMLError as error:
