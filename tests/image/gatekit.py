@@ -126,9 +126,7 @@ class Components:
     ``pytest_lockdock_gates_components`` hook to prove that its gate fails."""
 
     #: argv prefix of a fresh-interpreter training run (``train.py``'s options follow).
-    training_command: list[str] = field(
-        default_factory=lambda: [sys.executable, str(TRAIN_SCRIPT)]
-    )
+    training_command: list[str] = field(default_factory=lambda: [sys.executable, str(TRAIN_SCRIPT)])
     custom_function: type[torch.autograd.Function] = ScaledTanh
     health_model: Callable[[int, int], nn.Module] = HealthMLP
     reference_module: Callable[[], nn.Module] = ReferenceMLP

@@ -63,7 +63,9 @@ def training_runs(components: gatekit.Components) -> Callable[[str], dict[str, d
 
 
 def test_same_seed_is_bitwise_identical_across_processes(
-    device: str, training_runs: Callable[[str], dict[str, dict[str, Any]]], observe: Any,
+    device: str,
+    training_runs: Callable[[str], dict[str, dict[str, Any]]],
+    observe: Any,
     fingerprint: Any,
 ) -> None:
     runs = training_runs(device)

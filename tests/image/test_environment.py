@@ -38,20 +38,32 @@ def versions_match(observed: str, expected: str) -> bool:
 def test_python_version(observe: Any) -> None:
     expected = _expected(gatekit.EXPECT_PYTHON)
     observed = platform.python_version()
-    observe("Python version", expected=expected, observed=observed,
-            ok=versions_match(observed, expected))
+    observe(
+        "Python version",
+        expected=expected,
+        observed=observed,
+        ok=versions_match(observed, expected),
+    )
 
 
 def test_interpreter_is_the_locked_environment(observe: Any) -> None:
     expected = _expected(gatekit.EXPECT_PREFIX)
-    observe("interpreter prefix", expected=expected, observed=sys.prefix,
-            ok=os.path.realpath(sys.prefix) == os.path.realpath(expected))
+    observe(
+        "interpreter prefix",
+        expected=expected,
+        observed=sys.prefix,
+        ok=os.path.realpath(sys.prefix) == os.path.realpath(expected),
+    )
 
 
 def test_torch_version(observe: Any) -> None:
     expected = _expected(gatekit.EXPECT_TORCH)
-    observe("PyTorch version", expected=expected, observed=torch.__version__,
-            ok=versions_match(torch.__version__, expected))
+    observe(
+        "PyTorch version",
+        expected=expected,
+        observed=torch.__version__,
+        ok=versions_match(torch.__version__, expected),
+    )
 
 
 def _cuda_expected() -> bool:
@@ -91,5 +103,9 @@ def test_cuda_version(observe: Any) -> None:
     if expected.lower() == "none":
         pytest.skip("CPU image: no CUDA version expected")
     observed = torch.version.cuda
-    observe("CUDA version PyTorch was built with", expected=expected, observed=observed,
-            ok=observed is not None and versions_match(observed, expected))
+    observe(
+        "CUDA version PyTorch was built with",
+        expected=expected,
+        observed=observed,
+        ok=observed is not None and versions_match(observed, expected),
+    )

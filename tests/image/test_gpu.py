@@ -28,8 +28,12 @@ def _relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
 def test_device_visible(observe: Any) -> None:
     count = torch.cuda.device_count()
     names = [torch.cuda.get_device_name(i) for i in range(count)]
-    observe("CUDA devices", expected=">= 1 device", observed=f"{count}: {', '.join(names)}",
-            ok=count >= 1)
+    observe(
+        "CUDA devices",
+        expected=">= 1 device",
+        observed=f"{count}: {', '.join(names)}",
+        ok=count >= 1,
+    )
 
 
 def arch_covers(capability: tuple[int, int], arch_list: list[str]) -> bool:
@@ -80,8 +84,12 @@ def test_float64_matmul_matches_cpu(observe: Any) -> None:
     a = torch.randn(256, 256, dtype=torch.float64, generator=generator)
     b = torch.randn(256, 256, dtype=torch.float64, generator=generator)
     error = _relative_error(a.cuda() @ b.cuda(), a @ b)
-    observe("float64 matmul GPU vs CPU", expected="relative error < 1e-10",
-            observed=f"{error:.2e}", ok=error < 1e-10)
+    observe(
+        "float64 matmul GPU vs CPU",
+        expected="relative error < 1e-10",
+        observed=f"{error:.2e}",
+        ok=error < 1e-10,
+    )
 
 
 def test_float32_matmul_without_tf32_matches_cpu(observe: Any) -> None:
@@ -94,8 +102,12 @@ def test_float32_matmul_without_tf32_matches_cpu(observe: Any) -> None:
         error = _relative_error(a.cuda() @ b.cuda(), a.double() @ b.double())
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
-    observe("float32 matmul GPU (TF32 off) vs CPU float64", expected="relative error < 1e-4",
-            observed=f"{error:.2e}", ok=error < 1e-4)
+    observe(
+        "float32 matmul GPU (TF32 off) vs CPU float64",
+        expected="relative error < 1e-4",
+        observed=f"{error:.2e}",
+        ok=error < 1e-4,
+    )
 
 
 def test_bf16_autocast(observe: Any) -> None:
@@ -107,9 +119,12 @@ def test_bf16_autocast(observe: Any) -> None:
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
         product = a.cuda() @ b.cuda()
     error = _relative_error(product, a.double() @ b.double())
-    observe("bf16 autocast matmul", expected="dtype bfloat16, relative error < 2e-2",
-            observed=f"{product.dtype}, {error:.2e}",
-            ok=product.dtype == torch.bfloat16 and error < 2e-2)
+    observe(
+        "bf16 autocast matmul",
+        expected="dtype bfloat16, relative error < 2e-2",
+        observed=f"{product.dtype}, {error:.2e}",
+        ok=product.dtype == torch.bfloat16 and error < 2e-2,
+    )
 
 
 def test_nccl_single_rank_all_reduce(observe: Any) -> None:
@@ -119,8 +134,9 @@ def test_nccl_single_rank_all_reduce(observe: Any) -> None:
         observe("NCCL available", expected="True", observed="False", ok=False)
     with tempfile.TemporaryDirectory() as scratch:
         store = dist.FileStore(os.path.join(scratch, "store"), 1)
-        dist.init_process_group("nccl", store=store, rank=0, world_size=1,
-                                device_id=torch.device("cuda", 0))
+        dist.init_process_group(
+            "nccl", store=store, rank=0, world_size=1, device_id=torch.device("cuda", 0)
+        )
         try:
             tensor = torch.arange(4, dtype=torch.float32, device="cuda")
             dist.all_reduce(tensor)
@@ -128,5 +144,9 @@ def test_nccl_single_rank_all_reduce(observe: Any) -> None:
             observed = tensor.cpu().tolist()
         finally:
             dist.destroy_process_group()
-    observe("single-rank NCCL all_reduce", expected=[0.0, 1.0, 2.0, 3.0], observed=observed,
-            ok=observed == [0.0, 1.0, 2.0, 3.0])
+    observe(
+        "single-rank NCCL all_reduce",
+        expected=[0.0, 1.0, 2.0, 3.0],
+        observed=observed,
+        ok=observed == [0.0, 1.0, 2.0, 3.0],
+    )

@@ -16,18 +16,16 @@ import os
 # cuBLAS reads this when CUDA creates its handle: it must be set before torch touches CUDA.
 os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import sys  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import random
+import sys
+from typing import Any
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gatekit  # noqa: E402
+import gatekit
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
 
 try:
     import numpy
