@@ -1,0 +1,259 @@
+"""Image references and the few Registry HTTP API v2 calls publish and pin need.
+
+``parse_reference`` is pure (the distribution/reference grammar, enough of it for the
+references people write). ``RegistryClient`` asks a registry which digest a tag points at:
+a ``HEAD /v2/<name>/manifests/<tag>`` with the Accept headers of every manifest kind (OCI
+index and manifest, Docker manifest list and v2 manifest), so a multi-platform tag resolves
+to its index digest, exactly what ``docker pull repo@sha256:...`` expects.
+
+Auth follows the registry's ``WWW-Authenticate`` challenge (Bearer token or Basic) with the
+credentials docker itself would use (``~/.docker/config.json``, credential helpers, through
+the Docker SDK's ``docker.auth``); anonymous when there are none. Loopback registries
+(127.0.0.0/8, ``localhost``, ``::1``) are spoken to over plain HTTP, as dockerd does.
+Transient failures (connection errors, 429, 5xx) are retried by urllib3's ``Retry``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lockdock.errors import RegistryError, UsageError
+
+DOCKER_HUB = "docker.io"
+_DOCKER_HUB_API = "registry-1.docker.io"
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+
+
+class UnknownTagError(RegistryError):
+    """The registry does not know this tag (or repository)."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A parsed image reference. ``name`` is the repository as written (no tag/digest)."""
+
+    name: str
+    registry: str  # "docker.io" when the reference names none
+    repository: str  # path inside the registry ("library/debian" on Docker Hub)
+    tag: str | None
+    digest: str | None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The repository whatever its spelling: ``debian`` is ``docker.io/library/debian``."""
+        return (self.registry, self.repository)
+
+    def with_tag(self, tag: str) -> ImageRef:
+        return ImageRef(self.name, self.registry, self.repository, tag, None)
+
+    def pinned(self, digest: str) -> str:
+        """``name:tag@digest`` (``name@digest`` when there is no tag)."""
+        tag = f":{self.tag}" if self.tag else ""
+        return f"{self.name}{tag}@{digest}"
+
+    def __str__(self) -> str:
+        tag = f":{self.tag}" if self.tag else ""
+        digest = f"@{self.digest}" if self.digest else ""
+        return f"{self.name}{tag}{digest}"
+
+
+def is_loopback_host(registry: str) -> bool:
+    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_reference(text: str) -> ImageRef:
+    """Parse ``[registry/]path[:tag][@sha256:hex]``; UsageError naming ``text`` if invalid."""
+    rest = text.strip()
+    digest: str | None = None
+    if "@" in rest:
+        rest, digest = rest.split("@", 1)
+        if not _DIGEST.match(digest):
+            raise UsageError(f"Image reference {text!r} has an invalid digest {digest!r}.")
+    tag: str | None = None
+    slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    if colon > slash:
+        rest, tag = rest[:colon], rest[colon + 1 :]
+        if not _TAG.match(tag):
+            raise UsageError(f"Image reference {text!r} has an invalid tag {tag!r}.")
+    name = rest
+    first, _, remainder = name.partition("/")
+    if remainder and ("." in first or ":" in first or first == "localhost"):
+        registry, path = first, remainder
+    else:
+        registry, path = DOCKER_HUB, name
+        if "/" not in path:
+            path = f"library/{path}"
+    if not path or not all(_PATH_COMPONENT.match(c) for c in path.split("/")):
+        raise UsageError(
+            f"Image reference {text!r} is not a valid repository name (lowercase letters, "
+            "digits and separators, components separated by '/')."
+        )
+    return ImageRef(name=name, registry=registry, repository=path, tag=tag, digest=digest)
+
+
+def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, params = header.partition(" ")
+    return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', params))
+
+
+class RegistryClient:
+    """Resolve tags and read manifests over the Registry HTTP API v2."""
+
+    def __init__(self, *, timeout: float = 30.0, retries: int = 4) -> None:
+        import requests
+        from requests.adapters import HTTPAdapter
+        from urllib3.util.retry import Retry
+
+        retry = Retry(
+            total=retries,
+            backoff_factor=0.5,
+            status_forcelist=(429, 500, 502, 503, 504),
+            allowed_methods=("HEAD", "GET"),
+            raise_on_status=False,
+        )
+        self._session = requests.Session()
+        self._session.mount("http://", HTTPAdapter(max_retries=retry))
+        self._session.mount("https://", HTTPAdapter(max_retries=retry))
+        self._timeout = timeout
+        self._tokens: dict[tuple[str, str], str] = {}
+
+    @staticmethod
+    def base_url(registry: str) -> str:
+        host = _DOCKER_HUB_API if registry == DOCKER_HUB else registry
+        scheme = "http" if is_loopback_host(registry) else "https"
+        return f"{scheme}://{host}"
+
+    def _credentials(self, registry: str) -> tuple[str, str] | None:
+        import docker.auth
+
+        try:
+            config = docker.auth.load_config()
+            auth = config.resolve_authconfig(registry)
+        except Exception:  # a broken docker config is not ours to judge: go anonymous
+            return None
+        if auth and auth.get("Username") and auth.get("Password"):
+            return (str(auth["Username"]), str(auth["Password"]))
+        return None
+
+    def _request(self, method: str, ref: ImageRef, path: str, accept: str) -> Any:
+        import requests
+
+        url = f"{self.base_url(ref.registry)}/v2/{ref.repository}/{path}"
+        headers = {"Accept": accept}
+        token = self._tokens.get(ref.key)
+        if token:
+            headers["Authorization"] = token
+        try:
+            response = self._session.request(method, url, headers=headers, timeout=self._timeout)
+            if response.status_code == 401:
+                header = self._authorize(ref, response.headers.get("WWW-Authenticate", ""))
+                headers["Authorization"] = header
+                response = self._session.request(
+                    method, url, headers=headers, timeout=self._timeout
+                )
+        except requests.RequestException as error:
+            raise RegistryError(
+                f"Registry {ref.registry} could not be reached for {ref.name}: {error}"
+            ) from None
+        if response.status_code in (401, 403):
+            raise RegistryError(
+                f"Registry {ref.registry} rejected access to {ref.name} "
+                f"(HTTP {response.status_code}).",
+                hint="Log in with `docker login` (lockdock uses docker's credentials).",
+            )
+        return response
+
+    def _authorize(self, ref: ImageRef, challenge: str) -> str:
+        import requests
+
+        scheme, params = _parse_challenge(challenge)
+        credentials = self._credentials(ref.registry)
+        if scheme == "basic":
+            if credentials is None:
+                raise RegistryError(
+                    f"Registry {ref.registry} asks for a login to read {ref.name} and docker "
+                    "has no credentials for it.",
+                    hint=f"Run `docker login {ref.registry}`.",
+                )
+            value = requests.auth._basic_auth_str(*credentials)
+        elif scheme == "bearer" and "realm" in params:
+            query = {"scope": f"repository:{ref.repository}:pull"}
+            if "service" in params:
+                query["service"] = params["service"]
+            response = self._session.get(
+                params["realm"], params=query, auth=credentials, timeout=self._timeout
+            )
+            if response.status_code != 200:
+                raise RegistryError(
+                    f"Registry {ref.registry} refused a token to read {ref.name} "
+                    f"(HTTP {response.status_code} from {params['realm']}).",
+                    hint=f"Check `docker login {ref.registry}`.",
+                )
+            body = response.json()
+            value = f"Bearer {body.get('token') or body.get('access_token')}"
+        else:
+            raise RegistryError(
+                f"Registry {ref.registry} asked for an authentication lockdock does not speak: "
+                f"{challenge or '(no WWW-Authenticate header)'}."
+            )
+        self._tokens[ref.key] = value
+        return value
+
+    def resolve(self, ref: ImageRef) -> str:
+        """The digest ``ref``'s tag points at; RegistryError naming the tag if it has none."""
+        target = ref.digest or ref.tag or "latest"
+        response = self._request("HEAD", ref, f"manifests/{target}", ", ".join(MANIFEST_TYPES))
+        if response.status_code == 404:
+            raise UnknownTagError(
+                f"Tag {ref.tag or 'latest'!r} of {ref.name} does not exist in registry "
+                f"{ref.registry}."
+            )
+        if response.status_code != 200:
+            raise RegistryError(
+                f"Registry {ref.registry} answered HTTP {response.status_code} for "
+                f"{ref.name}:{target}."
+            )
+        digest = response.headers.get("Docker-Content-Digest")
+        if digest and _DIGEST.match(digest):
+            return str(digest)
+        body = self.manifest_bytes(ref.with_tag(target) if ref.digest is None else ref)[0]
+        return f"sha256:{hashlib.sha256(body).hexdigest()}"
+
+    def manifest_bytes(self, ref: ImageRef) -> tuple[bytes, str]:
+        """The raw manifest (or index) and its media type."""
+        target = ref.digest or ref.tag or "latest"
+        response = self._request("GET", ref, f"manifests/{target}", ", ".join(MANIFEST_TYPES))
+        if response.status_code == 404:
+            raise UnknownTagError(f"{ref} does not exist in registry {ref.registry}.")
+        if response.status_code != 200:
+            raise RegistryError(
+                f"Registry {ref.registry} answered HTTP {response.status_code} for {ref}."
+            )
+        return bytes(response.content), str(response.headers.get("Content-Type", ""))
+
+    def tag_digest_or_none(self, ref: ImageRef) -> str | None:
+        """Like ``resolve`` but None when the tag does not exist yet."""
+        try:
+            return self.resolve(ref)
+        except UnknownTagError:
+            return None
