@@ -1,0 +1,646 @@
+"""The installer: lock + store -> a prefix exactly equal to the lock, then verified.
+
+Runs from a plain Python with only the standard library, PyYAML and py-rattler (inside an
+image's builder stage)::
+
+    python -m lockdock.install conda-lock.yml --prefix /opt/conda/envs/lockdock \\
+        --store /store --offline --platform linux-64
+
+and through the CLI as ``lockdock install`` (same options).
+
+Steps, in this order (nothing touches the prefix before step 3):
+
+1. select the lock's entries for the platform and categories (py-rattler's ``LockFile``
+   ignores conda-lock categories, so ``lockdock.lockfile`` filters);
+2. make sure the store holds every artifact (``--offline``: refuse, listing all missing ones;
+   otherwise download them through ``lockdock.store``) and re-hash every one of them
+   (py-rattler does not verify ``file://`` packages);
+3. install the conda part with ``rattler.install`` from ``file://`` records of the store,
+   then the pip part with the new prefix's own interpreter (``pip install --no-deps
+   --no-index --require-hashes``, wheels offered through a ``--find-links`` folder of the
+   store's files so pip records ``name==version`` and no store path);
+4. remove run-to-run noise and verify the prefix: conda-meta records and pip distributions
+   are exactly the locked set by name, version (and build), nothing missing, nothing extra.
+
+Interrupted installs: before writing anything the installer creates
+``<prefix>/conda-meta/.lockdock-incomplete`` and removes it only after verification passed.
+A rerun that finds the marker wipes the prefix and starts over (the prefix was ours and is
+not usable), so a killed install always ends in the correct prefix after one rerun. This was
+chosen over "install into a sibling and rename": conda packages and pip's entry points embed
+the final prefix path, which a staging directory would have to fake.
+
+Reproducibility: two installs of one lock into one prefix path give byte-identical trees.
+conda-meta records are rewritten to name the lock's URL and channel instead of the store and
+the (temporary, outside-the-prefix) rattler package cache; pip runs with no cache, no config
+files and ``SOURCE_DATE_EPOCH`` set, so it writes checked-hash ``.pyc`` files (content only
+depends on the source); every interpreter run uses ``PYTHONDONTWRITEBYTECODE``; the
+wall-clock header lines of ``conda-meta/history`` are dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import email.parser
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lockdock.errors import InstallError, IntegrityError, LockdockError, UsageError
+from lockdock.lockfile import LockedArtifact, read_lock
+from lockdock.store import (
+    STORE_DIR,
+    artifact_path,
+    describe,
+    fetch,
+    missing_from_store,
+    verify_artifacts,
+)
+
+if TYPE_CHECKING:
+    from rattler.repo_data import RepoDataRecord
+
+INCOMPLETE_MARKER = ".lockdock-incomplete"
+CONDA_META = "conda-meta"
+#: Test hook: ``LOCKDOCK_FAULT_KILL_AT=after-conda|after-pip`` SIGKILLs the installer there,
+#: so the interrupted-install test kills it at a known point instead of racing a timer.
+FAULT_ENV = "LOCKDOCK_FAULT_KILL_AT"
+DEFAULT_SOURCE_DATE_EPOCH = "0"
+_HISTORY_HEADER = re.compile(r"^==> .* <==$")
+
+
+# --- pure planning ---------------------------------------------------------------------
+
+
+def canonical_pip_name(name: str) -> str:
+    """PEP 503 normalised project name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pip_versions_match(locked: str, installed: str) -> bool:
+    """Equal, or the lock names the public part of a local version (``2.13.0`` ~ ``2.13.0+cpu``,
+    which is also what pip's ``==2.13.0`` accepts)."""
+    locked, installed = locked.strip().lower(), installed.strip().lower()
+    if locked == installed:
+        return True
+    return "+" not in locked and installed.split("+", 1)[0] == locked
+
+
+@dataclass(frozen=True)
+class PrefixDiff:
+    """How an installed prefix differs from the locked set (empty lists: identical)."""
+
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    different: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.different)
+
+    def describe(self) -> str:
+        parts = []
+        if self.missing:
+            parts.append(f"missing: {', '.join(self.missing)}")
+        if self.extra:
+            parts.append(f"not in the lock: {', '.join(self.extra)}")
+        if self.different:
+            parts.append(f"different: {', '.join(self.different)}")
+        return "; ".join(parts)
+
+
+def diff_prefix(
+    locked: Sequence[LockedArtifact],
+    conda_installed: Mapping[str, tuple[str, str]],
+    pip_installed: Mapping[str, str],
+) -> PrefixDiff:
+    """Compare the locked artifacts with what a prefix holds. Pure.
+
+    ``conda_installed``: name -> (version, build) from conda-meta; ``pip_installed``:
+    canonical name -> version of the distributions pip installed (not conda's).
+    """
+    diff = PrefixDiff()
+    conda_locked = {a.name: a for a in locked if a.manager == "conda"}
+    pip_locked = {canonical_pip_name(a.name): a for a in locked if a.manager == "pip"}
+    for name, artifact in sorted(conda_locked.items()):
+        have = conda_installed.get(name)
+        want = (artifact.version, artifact.build or "")
+        if have is None:
+            diff.missing.append(f"{name} {want[0]} {want[1]} (conda)")
+        elif have != want:
+            diff.different.append(
+                f"{name} (conda): installed {have[0]} {have[1]}, locked {want[0]} {want[1]}"
+            )
+    for name, (version, build) in sorted(conda_installed.items()):
+        if name not in conda_locked:
+            diff.extra.append(f"{name} {version} {build} (conda)")
+    for name, artifact in sorted(pip_locked.items()):
+        found = pip_installed.get(name)
+        if found is None:
+            diff.missing.append(f"{artifact.name} {artifact.version} (pip)")
+        elif not pip_versions_match(artifact.version, found):
+            diff.different.append(
+                f"{artifact.name} (pip): installed {found}, locked {artifact.version}"
+            )
+    for name, pip_version in sorted(pip_installed.items()):
+        if name not in pip_locked:
+            diff.extra.append(f"{name} {pip_version} (pip)")
+    return diff
+
+
+PrefixState = str  # "absent" | "empty" | "interrupted" | "conda" | "foreign"
+
+
+def classify_prefix(prefix: Path) -> PrefixState:
+    """What is at ``prefix`` now: decides create, wipe-and-redo, update, or refuse."""
+    if not prefix.exists() and not prefix.is_symlink():
+        return "absent"
+    if not prefix.is_dir():
+        return "foreign"
+    if (prefix / CONDA_META / INCOMPLETE_MARKER).exists():
+        return "interrupted"
+    if (prefix / CONDA_META).is_dir():
+        return "conda"
+    if not any(prefix.iterdir()):
+        return "empty"
+    return "foreign"
+
+
+def locked_selection(
+    lock_path: Path, platform: str | None, categories: Sequence[str]
+) -> tuple[str, list[LockedArtifact]]:
+    chosen = platform or current_platform()
+    lock = read_lock(lock_path)
+    artifacts = lock.select(chosen, categories or ("main",))
+    not_wheels = [a for a in artifacts if a.manager == "pip" and not a.filename.endswith(".whl")]
+    if not_wheels:
+        raise InstallError(
+            f"Lock {lock_path} pins pip artifacts that are not wheels: "
+            f"{', '.join(describe(a) for a in not_wheels)}. The installer builds nothing "
+            "from source; lock wheels only."
+        )
+    unknown = [a for a in artifacts if a.manager not in ("conda", "pip")]
+    if unknown:
+        raise InstallError(
+            f"Lock {lock_path} has entries of unknown manager(s): "
+            f"{', '.join(sorted({a.manager for a in unknown}))}."
+        )
+    return chosen, artifacts
+
+
+def current_platform() -> str:
+    from rattler.platform import Platform
+
+    return str(Platform.current())
+
+
+# --- reading a prefix ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrefixContents:
+    conda: dict[str, tuple[str, str]]
+    pip: dict[str, str]
+    incomplete: bool
+
+
+def _conda_records(prefix: Path) -> list[dict[str, object]]:
+    meta = prefix / CONDA_META
+    records = []
+    for path in sorted(meta.glob("*.json")) if meta.is_dir() else ():
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            raise IntegrityError(
+                f"Prefix {prefix}: unreadable conda record {path}: {error}."
+            ) from None
+    return records
+
+
+def site_packages_dirs(prefix: Path) -> list[Path]:
+    return sorted(p for p in prefix.glob("lib/python3*/site-packages") if p.is_dir())
+
+
+def read_prefix(prefix: Path) -> PrefixContents:
+    """Installed conda records and pip distributions (dist-infos no conda record owns)."""
+    records = _conda_records(prefix)
+    conda = {str(r["name"]): (str(r["version"]), str(r["build"])) for r in records}
+    conda_files = {str(f) for r in records for f in r.get("files", []) or []}  # type: ignore[attr-defined]
+    pip: dict[str, str] = {}
+    parser = email.parser.HeaderParser()
+    for site in site_packages_dirs(prefix):
+        for meta_dir in sorted(site.glob("*.dist-info")):
+            metadata = meta_dir / "METADATA"
+            rel = metadata.relative_to(prefix).as_posix()
+            if rel in conda_files or not metadata.is_file():
+                continue
+            headers = parser.parsestr(metadata.read_text(encoding="utf-8", errors="replace"))
+            pip[canonical_pip_name(str(headers["Name"]))] = str(headers["Version"])
+    incomplete = (prefix / CONDA_META / INCOMPLETE_MARKER).exists()
+    return PrefixContents(conda=conda, pip=pip, incomplete=incomplete)
+
+
+def verify_prefix(
+    lock_path: Path | str,
+    prefix: Path | str,
+    platform: str | None = None,
+    categories: Sequence[str] = ("main",),
+) -> PrefixContents:
+    """Raise IntegrityError unless ``prefix`` holds exactly the locked packages.
+
+    Reads conda-meta and dist-info metadata only (no interpreter is run), so it also checks
+    a prefix of another platform.
+    """
+    prefix = Path(prefix)
+    platform, artifacts = locked_selection(Path(lock_path), platform, categories)
+    if not (prefix / CONDA_META).is_dir():
+        raise IntegrityError(f"{prefix} is not a conda prefix (no conda-meta/): nothing to verify.")
+    contents = read_prefix(prefix)
+    if contents.incomplete:
+        raise IntegrityError(
+            f"Prefix {prefix} is an interrupted install (conda-meta/{INCOMPLETE_MARKER} is "
+            f"there): rerun `lockdock install {lock_path} --prefix {prefix}`."
+        )
+    diff = diff_prefix(artifacts, contents.conda, contents.pip)
+    if not diff.ok:
+        raise IntegrityError(
+            f"Prefix {prefix} is not the lock {lock_path} ({platform}, categories "
+            f"{', '.join(categories)}): {diff.describe()}."
+        )
+    return contents
+
+
+# --- acting on the prefix --------------------------------------------------------------
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _fault_point(name: str) -> None:
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _channel_of(url: str) -> str:
+    """``https://host/channel/linux-64/x.conda`` -> ``https://host/channel``."""
+    return url.rsplit("/", 2)[0]
+
+
+async def _records(conda: Sequence[LockedArtifact], store: Path) -> list[RepoDataRecord]:
+    from rattler.repo_data import RepoDataRecord
+
+    records: list[RepoDataRecord] = []
+    for artifact in conda:
+        record = await RepoDataRecord.from_package_archive(artifact_path(store, artifact))
+        if record.name.normalized != artifact.name or str(record.version) != artifact.version:
+            raise IntegrityError(
+                f"{describe(artifact)}: the archive's index.json says "
+                f"{record.name.normalized} {record.version}, not what the lock names."
+            )
+        record.sha256 = bytes.fromhex(artifact.sha256 or "")
+        if artifact.md5:
+            record.md5 = bytes.fromhex(artifact.md5)
+        record.channel = _channel_of(artifact.url)
+        records.append(record)
+    return records
+
+
+def _sweep_stale_caches(prefix: Path) -> None:
+    """Remove package caches left by killed installers of this prefix (their pid is gone)."""
+    pattern = re.compile(rf"^\.{re.escape(prefix.name)}\.lockdock-cache\.(\d+)\.")
+    with contextlib.suppress(OSError):
+        for entry in prefix.parent.iterdir():
+            match = pattern.match(entry.name)
+            if not match:
+                continue
+            try:
+                os.kill(int(match.group(1)), 0)
+            except ProcessLookupError:
+                shutil.rmtree(entry, ignore_errors=True)
+            except PermissionError:
+                pass
+
+
+@contextlib.contextmanager
+def _package_cache(prefix: Path) -> Iterator[Path]:
+    """rattler's package cache, outside the prefix (beside it: hard links work), removed after."""
+    try:
+        cache = Path(
+            tempfile.mkdtemp(
+                prefix=f".{prefix.name}.lockdock-cache.{os.getpid()}.", dir=prefix.parent
+            )
+        )
+    except OSError:
+        cache = Path(tempfile.mkdtemp(prefix="lockdock-cache."))
+    try:
+        yield cache
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _install_conda(
+    conda: Sequence[LockedArtifact], prefix: Path, store: Path, platform: str, cache: Path
+) -> None:
+    from rattler import install as rattler_install
+    from rattler.platform import Platform
+
+    from lockdock.progress import interactive
+
+    async def run() -> None:
+        records = await _records(conda, store)
+        await rattler_install(
+            records,
+            target_prefix=prefix,
+            cache_dir=cache,
+            platform=Platform(platform),
+            execute_link_scripts=False,
+            show_progress=interactive(),
+        )
+
+    try:
+        asyncio.run(run())
+    except LockdockError:
+        raise
+    except Exception as error:  # rattler raises its own exception types
+        raise InstallError(f"py-rattler could not install into {prefix}: {error}") from error
+
+
+def _normalise_conda_meta(prefix: Path, conda: Sequence[LockedArtifact]) -> None:
+    """Name the lock's URL/channel in conda-meta, drop cache paths, drop history timestamps."""
+    by_name = {a.name: a for a in conda}
+    meta = prefix / CONDA_META
+    for path in sorted(meta.glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        artifact = by_name.get(record.get("name"))
+        if artifact is None:
+            continue
+        record["url"] = artifact.url
+        record["channel"] = _channel_of(artifact.url)
+        record.pop("extracted_package_dir", None)
+        record.pop("package_tarball_full_path", None)
+        record.pop("link", None)
+        text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+        if path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+    history = meta / "history"
+    if history.is_file():
+        lines = history.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if not _HISTORY_HEADER.match(line.strip())]
+        if kept != lines:
+            history.write_text("".join(kept), encoding="utf-8")
+
+
+def prefix_python(prefix: Path) -> Path | None:
+    for name in ("bin/python", "bin/python3", "python.exe"):
+        candidate = prefix / name
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def interpreter_env(source_date_epoch: str | None = None) -> dict[str, str]:
+    """Environment for running the prefix's interpreter: no user/site config, no pip config,
+    no stray bytecode, deterministic pyc (``SOURCE_DATE_EPOCH`` -> checked-hash)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIP_", "PYTHON", "CONDA_", "VIRTUAL_ENV"))
+    }
+    env.update(
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_NO_CACHE_DIR="1",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_INPUT="1",
+        PYTHONNOUSERSITE="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        SOURCE_DATE_EPOCH=source_date_epoch
+        or os.environ.get("SOURCE_DATE_EPOCH")
+        or DEFAULT_SOURCE_DATE_EPOCH,
+    )
+    return env
+
+
+def _run_python(python: Path, args: Sequence[str], what: str) -> None:
+    proc = subprocess.run(
+        [str(python), *args], env=interpreter_env(), capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+        raise InstallError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+
+
+def _install_pip(pip_artifacts: Sequence[LockedArtifact], prefix: Path, store: Path) -> None:
+    python = prefix_python(prefix)
+    if python is None:
+        raise InstallError(
+            f"The lock pins {len(pip_artifacts)} pip package(s) but its conda part put no "
+            f"Python interpreter into {prefix} (no bin/python): lock `python` and `pip`."
+        )
+    installed = read_prefix(prefix).pip
+    locked = {canonical_pip_name(a.name): a for a in pip_artifacts}
+    stale = sorted(
+        name
+        for name, version in installed.items()
+        if name not in locked or not pip_versions_match(locked[name].version, version)
+    )
+    if stale:
+        _say(f"pip: removing {len(stale)} distribution(s) not in the lock: {', '.join(stale)}")
+        _run_python(
+            python, ["-m", "pip", "uninstall", "--yes", *stale], f"pip uninstall in {prefix}"
+        )
+    wanted = [a for name, a in sorted(locked.items()) if name in stale or name not in installed]
+    if not wanted:
+        return
+    with tempfile.TemporaryDirectory(prefix="lockdock-wheels.") as tmp:
+        links = Path(tmp) / "wheels"
+        links.mkdir()
+        lines = []
+        for artifact in wanted:
+            (links / artifact.filename).symlink_to(artifact_path(store, artifact).resolve())
+            lines.append(f"{artifact.name}=={artifact.version} --hash=sha256:{artifact.sha256}")
+        requirements = Path(tmp) / "requirements.txt"
+        requirements.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        _run_python(
+            python,
+            [
+                "-m",
+                "pip",
+                "install",
+                "--no-deps",
+                "--no-index",
+                "--require-hashes",
+                "--only-binary=:all:",
+                "--no-cache-dir",
+                "--no-warn-script-location",
+                "--disable-pip-version-check",
+                "--root-user-action=ignore",
+                "--find-links",
+                str(links),
+                "-r",
+                str(requirements),
+            ],
+            f"pip install of {len(wanted)} wheel(s) into {prefix}",
+        )
+
+
+@dataclass(frozen=True)
+class InstallReport:
+    prefix: Path
+    platform: str
+    conda: int
+    pip: int
+    fetched: int
+    action: str
+
+
+def install(
+    lock_path: Path | str,
+    prefix: Path | str,
+    *,
+    platform: str | None = None,
+    categories: Sequence[str] = ("main",),
+    store: Path | str | None = None,
+    offline: bool = False,
+    jobs: int = 4,
+) -> InstallReport:
+    """Make ``prefix`` exactly the lock's environment for ``platform`` and ``categories``."""
+    lock_path = Path(lock_path)
+    prefix = Path(os.path.abspath(prefix))
+    store = Path(store) if store is not None else Path.cwd() / STORE_DIR
+    platform, artifacts = locked_selection(lock_path, platform, categories)
+    state = classify_prefix(prefix)
+    if state == "foreign":
+        raise InstallError(
+            f"Refusing to install into {prefix}: it exists and is not a conda prefix (no "
+            "conda-meta/). Choose an empty or new directory, or remove it yourself."
+        )
+
+    missing = missing_from_store(artifacts, store)
+    fetched = 0
+    if missing and offline:
+        raise IntegrityError(
+            f"--offline and {len(missing)} artifact(s) of {lock_path} ({platform}) are not "
+            f"in store {store}: {', '.join(describe(a) for a in missing)}. Run `lockdock "
+            "fetch` where the network is reachable, or drop --offline."
+        )
+    if missing:
+        _say(f"fetching {len(missing)} artifact(s) into {store}")
+        fetched = len(fetch(missing, store, jobs=jobs, verify_present=False).downloaded)
+    verify_artifacts(artifacts, store, jobs=jobs)
+
+    # Only now is the prefix touched.
+    if state == "interrupted":
+        _say(f"{prefix} is an interrupted install: removing it and starting over")
+        shutil.rmtree(prefix)
+        _sweep_stale_caches(prefix)
+    (prefix / CONDA_META).mkdir(parents=True, exist_ok=True)
+    (prefix / CONDA_META / INCOMPLETE_MARKER).write_text(
+        f"lockdock install of {lock_path} in progress (pid {os.getpid()})\n", encoding="utf-8"
+    )
+    conda = [a for a in artifacts if a.manager == "conda"]
+    pip = [a for a in artifacts if a.manager == "pip"]
+    _say(f"installing {len(conda)} conda package(s) into {prefix}")
+    with _package_cache(prefix) as cache:
+        _install_conda(conda, prefix, store, platform, cache)
+    _normalise_conda_meta(prefix, conda)
+    _fault_point("after-conda")
+    if pip:
+        _say(f"installing {len(pip)} pip wheel(s) with {prefix}/bin/python")
+        _install_pip(pip, prefix, store)
+    _fault_point("after-pip")
+    (prefix / CONDA_META / INCOMPLETE_MARKER).unlink()
+    try:
+        verify_prefix(lock_path, prefix, platform, categories)
+    except IntegrityError:
+        (prefix / CONDA_META / INCOMPLETE_MARKER).write_text(
+            "lockdock install finished but the prefix does not match the lock\n",
+            encoding="utf-8",
+        )
+        raise
+    _say(f"{prefix}: {len(conda)} conda + {len(pip)} pip package(s), verified against the lock")
+    return InstallReport(prefix, platform, len(conda), len(pip), fetched, state)
+
+
+# --- command line (stdlib argparse: runs without click/rich) ----------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lockdock.install",
+        description="Install a conda-lock.yml into a prefix from a hash-verified store, "
+        "then verify the prefix equals the lock.",
+    )
+    parser.add_argument("lockfile", type=Path)
+    parser.add_argument("--prefix", type=Path, required=True)
+    parser.add_argument("--platform", default=None, help="conda subdir (default: this machine)")
+    parser.add_argument(
+        "--store", type=Path, default=None, help=f"artifact store (default: ./{STORE_DIR})"
+    )
+    parser.add_argument("--offline", action="store_true", help="never download")
+    parser.add_argument(
+        "--category",
+        action="append",
+        dest="categories",
+        default=None,
+        help="lock category to install (repeatable; default: main)",
+    )
+    parser.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="do not install: check that the prefix equals the lock",
+    )
+    parser.add_argument("--jobs", type=int, default=4, help="parallel downloads / hashes")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    categories = args.categories or ["main"]
+    try:
+        if args.verify_only:
+            verify_prefix(args.lockfile, args.prefix, args.platform, categories)
+            _say(f"{args.prefix} matches {args.lockfile}")
+        else:
+            install(
+                args.lockfile,
+                args.prefix,
+                platform=args.platform,
+                categories=categories,
+                store=args.store,
+                offline=args.offline,
+                jobs=args.jobs,
+            )
+    except LockdockError as error:
+        print(f"lockdock: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("lockdock: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+__all__ = [
+    "InstallReport",
+    "PrefixDiff",
+    "UsageError",
+    "classify_prefix",
+    "diff_prefix",
+    "install",
+    "main",
+    "read_prefix",
+    "verify_prefix",
+]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""The artifact store: every locked file, content-addressed and verified.
+
+Layout: ``<store>/sha256/<sha256 hex>/<original file name>`` (default store:
+``<project>/.lockdock/store``). The original name stays visible because conda and pip both
+read meaning from it (``name-version-build.conda``, wheel tags).
+
+Invariant: a file is only ever at its final path if its bytes matched the lock. Downloads go
+to a temp file in the destination folder (name unique per process and thread), are hashed
+while streaming, and are ``os.replace``-d into place only after sha256 (and md5 for conda
+entries) match. ``os.replace`` is atomic on one file system, so concurrent ``fetch`` runs on
+one store at worst download the same bytes twice; readers never see a partial file.
+
+Standard library + PyYAML only at module top: the installer imports this inside image builds
+from a base image's plain Python. That is also why downloads use ``urllib`` with a small
+hand-written bounded retry instead of requests/urllib3's ``Retry``: neither is there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from lockdock.errors import IntegrityError, NetworkError
+from lockdock.fsutil import file_digests
+from lockdock.lockfile import LockedArtifact
+
+STORE_DIR = Path(".lockdock") / "store"
+HASH_DIR = "sha256"
+#: Attempts per download (1 + retries) and the pause before each retry, in seconds.
+DOWNLOAD_ATTEMPTS = 3
+RETRY_PAUSES = (1.0, 3.0)
+#: HTTP statuses worth retrying: the server or a proxy may answer differently a moment later.
+TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
+DOWNLOAD_TIMEOUT_S = 60.0
+CHUNK = 1 << 20
+TEMP_SUFFIX = ".part"
+
+
+def default_store(project_root: Path) -> Path:
+    return Path(project_root) / STORE_DIR
+
+
+def relative_path(artifact: LockedArtifact) -> str:
+    """``sha256/<hex>/<file name>``: where ``artifact`` lives inside any store."""
+    if not artifact.sha256:
+        raise IntegrityError(
+            f"Lock entry {artifact.name} {artifact.version} ({artifact.manager}, "
+            f"{artifact.platform}) has no sha256: lockdock stores and installs only "
+            "hash-pinned artifacts. Re-lock with `lockdock lock`."
+        )
+    name = artifact.filename
+    if not name or name in (".", "..") or "/" in name:
+        raise IntegrityError(
+            f"Lock entry {artifact.name} {artifact.version}: its URL {artifact.url} has no "
+            "usable file name."
+        )
+    return f"{HASH_DIR}/{artifact.sha256.lower()}/{name}"
+
+
+def artifact_path(store: Path, artifact: LockedArtifact) -> Path:
+    return Path(store) / relative_path(artifact)
+
+
+def unique(artifacts: Iterable[LockedArtifact]) -> list[LockedArtifact]:
+    """One artifact per store entry (the same file may be locked for several platforms)."""
+    seen: dict[str, LockedArtifact] = {}
+    for artifact in artifacts:
+        seen.setdefault(relative_path(artifact), artifact)
+    return [seen[key] for key in sorted(seen)]
+
+
+def inventory(store: Path) -> frozenset[str]:
+    """Relative paths (``sha256/<hex>/<name>``) of the finished files in ``store``.
+
+    Temp files (hidden, ``*.part``) of running or interrupted downloads are not listed.
+    """
+    root = Path(store) / HASH_DIR
+    if not root.is_dir():
+        return frozenset()
+    found: set[str] = set()
+    for digest_dir in root.iterdir():
+        if not digest_dir.is_dir():
+            continue
+        for entry in digest_dir.iterdir():
+            if not entry.name.startswith(".") and entry.is_file():
+                found.add(f"{HASH_DIR}/{digest_dir.name}/{entry.name}")
+    return frozenset(found)
+
+
+def plan_fetch(
+    artifacts: Iterable[LockedArtifact], present: frozenset[str] | set[str]
+) -> list[LockedArtifact]:
+    """The artifacts to download: one per store entry, those not in ``present``. Pure."""
+    return [a for a in unique(artifacts) if relative_path(a) not in present]
+
+
+def missing_from_store(artifacts: Iterable[LockedArtifact], store: Path) -> list[LockedArtifact]:
+    return plan_fetch(artifacts, inventory(store))
+
+
+def describe(artifact: LockedArtifact) -> str:
+    return f"{artifact.name} {artifact.version} ({artifact.manager}, {artifact.filename})"
+
+
+def expected_digests(artifact: LockedArtifact) -> dict[str, str]:
+    """The digests the lock pins: sha256 always, md5 too for conda entries that have one."""
+    expected = {"sha256": (artifact.sha256 or "").lower()}
+    if artifact.manager == "conda" and artifact.md5:
+        expected["md5"] = artifact.md5.lower()
+    return expected
+
+
+def mismatch_message(artifact: LockedArtifact, where: str, actual: dict[str, str]) -> str | None:
+    """``None`` when ``actual`` matches the lock, else a sentence naming both hashes."""
+    for algorithm, want in expected_digests(artifact).items():
+        got = actual.get(algorithm)
+        if got != want:
+            return f"{describe(artifact)} at {where}: {algorithm} is {got}, the lock says {want}"
+    return None
+
+
+def verify_file(artifact: LockedArtifact, path: Path) -> str | None:
+    """Hash ``path`` and compare with the lock; ``None`` when it matches, else the problem."""
+    actual = file_digests(path, tuple(expected_digests(artifact)))
+    return mismatch_message(artifact, str(path), actual)
+
+
+def verify_artifacts(artifacts: Sequence[LockedArtifact], store: Path, *, jobs: int = 4) -> None:
+    """Re-hash every artifact in the store; IntegrityError listing every mismatch.
+
+    Missing files count as mismatches here: callers check presence first when they want
+    the "missing" message instead.
+    """
+    entries = unique(artifacts)
+
+    def check(artifact: LockedArtifact) -> str | None:
+        path = artifact_path(store, artifact)
+        if not path.is_file():
+            return f"{describe(artifact)}: not in the store at {path}"
+        return verify_file(artifact, path)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        problems = [p for p in pool.map(check, entries) if p]
+    if problems:
+        raise IntegrityError(
+            f"{len(problems)} artifact(s) in store {store} do not match the lock: "
+            + "; ".join(problems)
+            + ". Delete those files and run `lockdock fetch` again; if the download "
+            "itself differs, the lock or the upstream file changed."
+        )
+
+
+# --- downloading ------------------------------------------------------------------------
+
+
+class ProgressSink(Protocol):
+    def advance(self, amount: float = 1) -> None: ...
+
+
+@dataclass(frozen=True)
+class FetchReport:
+    downloaded: tuple[LockedArtifact, ...]
+    already_present: tuple[LockedArtifact, ...]
+    replaced_corrupt: tuple[LockedArtifact, ...]
+
+    @property
+    def total(self) -> int:
+        return len(self.downloaded) + len(self.already_present)
+
+
+class _Failure(Exception):
+    def __init__(self, message: str, *, integrity: bool) -> None:
+        super().__init__(message)
+        self.integrity = integrity
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code in TRANSIENT_HTTP
+    if isinstance(error, urllib.error.URLError):
+        return not isinstance(error.reason, FileNotFoundError | PermissionError | str)
+    return isinstance(
+        error,
+        TimeoutError
+        | ConnectionError
+        | http.client.IncompleteRead
+        | http.client.RemoteDisconnected,
+    )
+
+
+@contextlib.contextmanager
+def _open_url(url: str) -> Iterator[IO[bytes]]:
+    request = urllib.request.Request(url, headers={"User-Agent": "lockdock"})
+    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        yield response
+
+
+def _download_once(
+    artifact: LockedArtifact, final: Path, progress: ProgressSink, opener: Callable[..., Any]
+) -> None:
+    """Stream to a temp file beside ``final``; hash; rename into place only on a match."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.{os.getpid()}.{threading.get_ident()}.",
+        suffix=TEMP_SUFFIX,
+        dir=final.parent,
+    )
+    tmp = Path(tmp_name)
+    try:
+        hashers = {name: hashlib.new(name) for name in expected_digests(artifact)}
+        with os.fdopen(fd, "wb") as out, opener(artifact.url) as response:
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                for hasher in hashers.values():
+                    hasher.update(chunk)
+                progress.advance(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        actual = {name: h.hexdigest() for name, h in hashers.items()}
+        problem = mismatch_message(artifact, artifact.url, actual)
+        if problem:
+            raise _Failure(f"{problem}; the download was discarded", integrity=True)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        # A rejected download leaves nothing behind, not even its digest folder (another
+        # fetch may be writing there: rmdir only succeeds on an empty folder).
+        with contextlib.suppress(OSError):
+            if not final.exists():
+                final.parent.rmdir()
+
+
+def download(
+    artifact: LockedArtifact,
+    store: Path,
+    *,
+    progress: ProgressSink | None = None,
+    opener: Callable[..., Any] = _open_url,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Path:
+    """Download one artifact into the store (bounded retry on transient network errors)."""
+    final = artifact_path(store, artifact)
+    sink = progress or _NullProgress()
+    last: BaseException | None = None
+    for attempt in range(DOWNLOAD_ATTEMPTS):
+        if attempt:
+            sleep(RETRY_PAUSES[min(attempt - 1, len(RETRY_PAUSES) - 1)])
+        try:
+            _download_once(artifact, final, sink, opener)
+            return final
+        except _Failure:
+            raise
+        except (OSError, http.client.HTTPException) as error:
+            last = error
+            if not _is_transient(error):
+                break
+    raise _Failure(f"{describe(artifact)} from {artifact.url}: {last}", integrity=False)
+
+
+class _NullProgress:
+    def advance(self, amount: float = 1) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _progress_bar(description: str) -> Iterator[ProgressSink]:
+    """lockdock.progress's bar on a terminal; nothing if rich is absent (image builds)."""
+    try:
+        from lockdock import progress
+    except ImportError:  # pragma: no cover - lockdock.progress is stdlib at its top
+        yield _NullProgress()
+        return
+    if not progress.interactive():
+        yield _NullProgress()
+        return
+    try:
+        with progress.bar(description, None) as bar:
+            yield bar
+    except ImportError:
+        yield _NullProgress()
+
+
+def fetch(
+    artifacts: Iterable[LockedArtifact],
+    store: Path,
+    *,
+    jobs: int = 4,
+    verify_present: bool = True,
+    opener: Callable[..., Any] = _open_url,
+) -> FetchReport:
+    """Make every artifact present and verified in ``store``.
+
+    Present files are re-hashed (``verify_present``); a corrupt one is deleted and
+    downloaded again. Downloads run in ``jobs`` threads. Every failure is collected and
+    reported in one error: IntegrityError if any download did not match the lock,
+    NetworkError otherwise. Verified downloads are kept even when others fail, so a rerun
+    resumes.
+    """
+    store = Path(store)
+    wanted = unique(artifacts)
+    present = inventory(store)
+    to_get = plan_fetch(wanted, present)
+    already = [a for a in wanted if relative_path(a) in present]
+    corrupt: list[LockedArtifact] = []
+    if verify_present and already:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results = list(pool.map(lambda a: verify_file(a, artifact_path(store, a)), already))
+        for artifact, problem in zip(already, results, strict=True):
+            if problem:
+                corrupt.append(artifact)
+                with contextlib.suppress(FileNotFoundError):
+                    artifact_path(store, artifact).unlink()
+        already = [a for a in already if a not in corrupt]
+        to_get = sorted([*to_get, *corrupt], key=relative_path)
+
+    failures: list[_Failure] = []
+    done: list[LockedArtifact] = []
+    if to_get:
+        with _progress_bar(f"fetch {len(to_get)} artifact(s)") as bar:
+            lock = threading.Lock()
+
+            class _Locked:
+                def advance(self, amount: float = 1) -> None:
+                    with lock:
+                        bar.advance(amount)
+
+            def get(artifact: LockedArtifact) -> LockedArtifact:
+                download(artifact, store, progress=_Locked(), opener=opener)
+                return artifact
+
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                futures = [pool.submit(get, a) for a in to_get]
+                for future in futures:
+                    try:
+                        done.append(future.result())
+                    except _Failure as failure:
+                        failures.append(failure)
+    if failures:
+        text = "; ".join(str(f) for f in failures)
+        if any(f.integrity for f in failures):
+            raise IntegrityError(
+                f"{len(failures)} of {len(to_get)} download(s) into store {store} failed: "
+                f"{text}. Nothing of a mismatching download was kept; check the lock "
+                "(`lockdock lock --check`) or the upstream file."
+            )
+        raise NetworkError(
+            f"{len(failures)} of {len(to_get)} download(s) into store {store} failed: "
+            f"{text}. Verified downloads were kept: run `lockdock fetch` again to resume."
+        )
+    return FetchReport(tuple(done), tuple(already), tuple(corrupt))
