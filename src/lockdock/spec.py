@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lockdock.errors import SpecError, UsageError
 
@@ -111,3 +112,134 @@ def load_project(root: Path | str = ".") -> Project:
                 continue
             flavors[directory.name] = flavor_from_directory(root, directory)
     return Project(root=root, environment_file=env_file, flavors=flavors)
+
+
+# --- environment-file validation ------------------------------------------------------
+
+#: Top-level keys of an environment file: conda's own plus conda-lock's extensions.
+ENVIRONMENT_KEYS = frozenset(
+    {
+        "name",
+        "channels",
+        "dependencies",
+        "platforms",
+        "prefix",
+        "variables",
+        "category",
+        "pip-repositories",
+        "allow-pypi-requests",
+    }
+)
+
+
+def _yaml_error(path: Path, error: Exception) -> SpecError:
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    detail = " ".join(str(getattr(error, "problem", "") or error).split())
+    return SpecError(f"{path} is not valid YAML{where}: {detail}.")
+
+
+def _at(path: Path, node: Any) -> str:
+    return f"{path}, line {node.start_mark.line + 1}"
+
+
+def validate_environment_file(path: Path, known_platforms: Sequence[str]) -> None:
+    """Reject what conda-lock would misread or crash on, naming the file and line.
+
+    Checks: YAML syntax, a mapping at the top, only known top-level keys, ``channels`` and
+    ``platforms`` as lists of strings, known platforms, every conda entry a valid match spec
+    (py-rattler's parser, the one the solver uses), every ``pip:`` entry a valid PEP 508
+    requirement.
+    """
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpecError(f"Cannot read {path}: {error.strerror}.") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        raise _yaml_error(path, error) from None
+    if not isinstance(root, yaml.MappingNode):
+        raise SpecError(
+            f"{path} must be a YAML mapping with `channels:`, `dependencies:` and "
+            "`platforms:` (a conda environment file as conda-lock reads it)."
+        )
+    values: dict[str, Any] = {}
+    for key_node, value_node in root.value:
+        key = key_node.value
+        if key not in ENVIRONMENT_KEYS:
+            raise SpecError(
+                f"{_at(path, key_node)}: unknown top-level key {key!r}; an environment "
+                f"file may hold {', '.join(sorted(ENVIRONMENT_KEYS))}."
+            )
+        values[key] = value_node
+    for key in ("channels", "platforms"):
+        node = values.get(key)
+        if node is None:
+            continue
+        if not isinstance(node, yaml.SequenceNode) or not all(
+            isinstance(item, yaml.ScalarNode) for item in node.value
+        ):
+            raise SpecError(f"{_at(path, node)}: `{key}:` must be a list of strings.")
+    for item in values["platforms"].value if "platforms" in values else ():
+        if item.value not in known_platforms:
+            raise SpecError(
+                f"{_at(path, item)}: unknown platform {item.value!r}; lockdock locks "
+                f"{', '.join(known_platforms)}."
+            )
+    dependencies = values.get("dependencies")
+    if dependencies is None:
+        return
+    if not isinstance(dependencies, yaml.SequenceNode):
+        raise SpecError(f"{_at(path, dependencies)}: `dependencies:` must be a list.")
+    for item in dependencies.value:
+        if isinstance(item, yaml.ScalarNode):
+            _check_match_spec(path, item)
+        elif isinstance(item, yaml.MappingNode):
+            for sub_key, sub_value in item.value:
+                if sub_key.value != "pip":
+                    raise SpecError(
+                        f"{_at(path, sub_key)}: only a `pip:` list may be nested in "
+                        f"`dependencies:`, not {sub_key.value!r}."
+                    )
+                if isinstance(sub_value, yaml.ScalarNode) and sub_value.value in ("", "~"):
+                    continue  # `pip:` left empty (or emptied by a selector)
+                if not isinstance(sub_value, yaml.SequenceNode):
+                    raise SpecError(f"{_at(path, sub_value)}: `pip:` must be a list.")
+                for requirement in sub_value.value:
+                    _check_pip_requirement(path, requirement)
+        else:
+            raise SpecError(f"{_at(path, item)}: a dependency must be a match spec string.")
+
+
+def _check_match_spec(path: Path, node: Any) -> None:
+    from rattler import MatchSpec
+
+    spec = str(node.value)
+    try:
+        MatchSpec(spec)
+    except Exception as error:  # rattler's InvalidMatchSpecError and friends
+        raise SpecError(
+            f"{_at(path, node)}: invalid match spec {spec!r}: {' '.join(str(error).split())}."
+        ) from None
+
+
+def _check_pip_requirement(path: Path, node: Any) -> None:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    text = str(getattr(node, "value", ""))
+    if not isinstance(node.value, str) or not text.strip():
+        raise SpecError(f"{_at(path, node)}: a `pip:` entry must be a requirement string.")
+    if text.startswith("-e "):
+        raise SpecError(
+            f"{_at(path, node)}: editable pip requirement {text!r} cannot be locked."
+        )
+    try:
+        Requirement(text)
+    except InvalidRequirement as error:
+        raise SpecError(
+            f"{_at(path, node)}: invalid pip requirement {text!r}: "
+            f"{' '.join(str(error).split())}."
+        ) from None

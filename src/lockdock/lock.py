@@ -1,0 +1,608 @@
+"""Lock: environment files -> ``conda-lock.yml`` per flavor, solved with py-rattler and uv.
+
+Flow for one flavor (``lock_project``):
+
+1. plan (pure, offline): validate the flavor's environment files and virtual-package
+   spec, build conda-lock's own ``LockSpecification`` from them (``make_lock_spec``, with
+   the PyPI mapping shipped in ``lockdock/data`` so nothing is downloaded) and its content
+   hash per platform (conda-lock's ``compute_content_hashes``), the conda match specs and
+   ``pip:`` requirements per platform;
+2. per platform: fetch repodata (py-rattler ``Gateway``), solve the conda part
+   (``rattler.solve``) with the flavor's virtual packages, resolve the ``pip:`` part with uv
+   (``lockdock.pip_resolve``) against the solved Python, treating conda-provided Python
+   distributions as installed;
+3. write ``conda-lock.yml`` with conda-lock's ``write_conda_lock_file`` into a temp
+   directory beside the lock, then ``os.replace`` it: on any failure the old lock stays.
+
+``check_locks`` is the offline half: no solve, only content hashes compared the way
+``conda-lock lock --check-input-hash`` compares them.
+
+Channels are resolved through ``Mirrors`` (``--mirror NAME=URL`` / ``LOCKDOCK_MIRRORS``):
+the solve fetches from the mirror and the lock records the URLs the packages came from,
+while ``metadata.channels`` keeps the names as written (they feed the content hash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lockdock import progress
+from lockdock.errors import LockdockError, NetworkError, SolveError, SpecError, StaleLockError
+from lockdock.spec import Flavor, Project, validate_environment_file
+from lockdock.virtual_packages import (
+    KNOWN_PLATFORMS,
+    VirtualPackageSet,
+    hashing_repo,
+    load_virtual_packages,
+    to_rattler,
+)
+
+if TYPE_CHECKING:
+    from conda_lock.lockfile.v2prelim.models import LockedDependency
+    from conda_lock.models.lock_spec import LockSpecification
+
+MIRRORS_ENV = "LOCKDOCK_MIRRORS"
+DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org"
+
+
+def mapping_url() -> str:
+    """The shipped PyPI<->conda name mapping, as a local path conda-lock accepts."""
+    return str(resources.files("lockdock") / "data" / "pypi-conda-mapping.json")
+
+
+# --- channels and mirrors -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mirrors:
+    """Channel name (or URL) as written in environment.yml -> URL to fetch it from."""
+
+    by_channel: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, entries: Iterable[str], source: str = "--mirror") -> Mirrors:
+        result: dict[str, str] = {}
+        for entry in entries:
+            name, sep, url = entry.partition("=")
+            name, url = name.strip(), url.strip()
+            if not sep or not name or not url:
+                from lockdock.errors import UsageError
+
+                raise UsageError(
+                    f"{source} {entry!r} is not NAME=URL (e.g. "
+                    "conda-forge=https://mirror.example/conda-forge)."
+                )
+            if "://" not in url:
+                url = Path(url).resolve().as_uri()
+            result[name.rstrip("/")] = url.rstrip("/")
+        return cls(result)
+
+    @classmethod
+    def from_sources(cls, options: Iterable[str], environ: Mapping[str, str]) -> Mirrors:
+        """``LOCKDOCK_MIRRORS`` (whitespace- or comma-separated), then ``--mirror`` options."""
+        env_entries = environ.get(MIRRORS_ENV, "").replace(",", " ").split()
+        merged = dict(cls.parse(env_entries, MIRRORS_ENV).by_channel)
+        merged.update(cls.parse(options).by_channel)
+        return cls(merged)
+
+    def resolve(self, channel: str) -> str:
+        """The URL to fetch ``channel`` from."""
+        key = channel.rstrip("/")
+        if key in self.by_channel:
+            return self.by_channel[key]
+        if "://" in key:
+            return key
+        return f"{DEFAULT_CHANNEL_ALIAS}/{key}"
+
+
+# --- plan (pure, offline) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlatformPlan:
+    platform: str
+    conda_specs: tuple[str, ...]
+    pip_requirements: tuple[str, ...]
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class FlavorPlan:
+    flavor: Flavor
+    lock_spec: LockSpecification
+    virtual_packages: VirtualPackageSet
+    channels: tuple[str, ...]  # as written in the environment files
+    platforms: tuple[PlatformPlan, ...]
+
+    @property
+    def content_hashes(self) -> dict[str, str]:
+        return {p.platform: p.content_hash for p in self.platforms}
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def lock_specification(flavor: Flavor) -> LockSpecification:
+    """conda-lock's LockSpecification for the flavor's environment files (validated first)."""
+    for path in flavor.environment_files:
+        validate_environment_file(path, KNOWN_PLATFORMS)
+    from conda_lock.src_parser import make_lock_spec
+
+    try:
+        spec = make_lock_spec(
+            src_files=list(flavor.environment_files), mapping_url=mapping_url()
+        )
+    except Exception as error:  # conda-lock raises ValueError/RuntimeError/pydantic errors
+        files = ", ".join(str(p) for p in flavor.environment_files)
+        raise SpecError(
+            f"conda-lock cannot read the environment files of flavor {flavor.name!r} "
+            f"({files}): {_one_line(error)}"
+        ) from None
+    unknown = [p for p in spec.platforms if p not in KNOWN_PLATFORMS]
+    if unknown:  # no `platforms:` at all gives conda-lock's defaults; all known
+        raise SpecError(
+            f"Unknown platform {', '.join(unknown)} for flavor {flavor.name!r}; lockdock "
+            f"locks {', '.join(KNOWN_PLATFORMS)}."
+        )
+    return spec
+
+
+def _content_hashes(spec: LockSpecification, vpkg_file: Path | None) -> dict[str, str]:
+    from conda_lock.content_hash import compute_content_hashes
+
+    return dict(compute_content_hashes(spec, hashing_repo(vpkg_file)))
+
+
+def _pip_requirements(flavor: Flavor, platform: str) -> tuple[str, ...]:
+    """The ``pip:`` strings of every environment file, later files overriding by name."""
+    import yaml
+    from conda_lock.src_parser.selectors import filter_platform_selectors
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    by_name: dict[str, str] = {}
+    for path in flavor.environment_files:
+        content = path.read_text(encoding="utf-8")
+        data = yaml.safe_load("\n".join(filter_platform_selectors(content, platform=platform)))
+        for item in (data or {}).get("dependencies") or ():
+            if isinstance(item, dict) and item.get("pip"):
+                for requirement in item["pip"]:
+                    name = canonicalize_name(Requirement(requirement).name)
+                    by_name.pop(name, None)
+                    by_name[name] = requirement
+    return tuple(by_name.values())
+
+
+def _conda_specs(spec: LockSpecification, platform: str, mirrors: Mirrors) -> tuple[str, ...]:
+    from conda_lock.conda_solver import _to_match_spec
+    from conda_lock.models.lock_spec import VersionedDependency
+
+    specs: list[str] = []
+    for dep in spec.dependencies[platform]:
+        if dep.manager != "conda":
+            continue
+        if not isinstance(dep, VersionedDependency):
+            raise SpecError(f"Conda dependency {dep.name!r} must be a versioned match spec.")
+        body = _to_match_spec(dep.name, dep.version, dep.build, None)
+        if dep.conda_channel:
+            body = f"{mirrors.resolve(dep.conda_channel)}::{body}"
+        specs.append(body)
+    return tuple(sorted(specs))
+
+
+def plan_flavor(flavor: Flavor, mirrors: Mirrors | None = None) -> FlavorPlan:
+    """Everything needed to lock ``flavor`` that can be known offline."""
+    mirrors = mirrors or Mirrors()
+    spec = lock_specification(flavor)
+    vpkgs = load_virtual_packages(flavor.virtual_packages_file)
+    hashes = _content_hashes(spec, flavor.virtual_packages_file)
+    platforms = []
+    for platform in spec.platforms:
+        vpkgs.for_platform(platform)  # a spec file must cover every platform locked
+        platforms.append(
+            PlatformPlan(
+                platform=platform,
+                conda_specs=_conda_specs(spec, platform, mirrors),
+                pip_requirements=_pip_requirements(flavor, platform),
+                content_hash=hashes[platform],
+            )
+        )
+    return FlavorPlan(
+        flavor=flavor,
+        lock_spec=spec,
+        virtual_packages=vpkgs,
+        channels=tuple(c.url for c in spec.channels),
+        platforms=tuple(platforms),
+    )
+
+
+# --- check (offline) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StaleLock:
+    flavor: str
+    platform: str | None  # None: the whole lock (missing or unreadable)
+    lock_path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.flavor}/{self.platform}" if self.platform else self.flavor
+        return f"{where} ({self.lock_path}): {self.reason}"
+
+
+def check_flavor(flavor: Flavor) -> list[StaleLock]:
+    """Stale platforms of one flavor's lock; [] when it matches its inputs."""
+    from conda_lock.content_hash import backwards_compatible_content_hashes
+
+    from lockdock.lockfile import read_lock
+
+    spec = lock_specification(flavor)
+    if not flavor.lock_path.is_file():
+        return [StaleLock(flavor.name, None, flavor.lock_path, "no lock file")]
+    try:
+        lock = read_lock(flavor.lock_path)
+    except LockdockError as error:
+        return [StaleLock(flavor.name, None, flavor.lock_path, f"unreadable: {error}")]
+    repo = hashing_repo(flavor.virtual_packages_file)
+    stale: list[StaleLock] = []
+    for platform in spec.platforms:
+        recorded = lock.content_hash.get(platform)
+        if recorded is None:
+            stale.append(StaleLock(flavor.name, platform, flavor.lock_path, "not locked"))
+        elif recorded not in backwards_compatible_content_hashes(spec, repo, platform):
+            stale.append(
+                StaleLock(
+                    flavor.name, platform, flavor.lock_path,
+                    "inputs changed since it was locked (content hash differs)",
+                )
+            )  # fmt: skip
+    for platform in lock.platforms:
+        if platform not in spec.platforms:
+            stale.append(
+                StaleLock(flavor.name, platform, flavor.lock_path, "no longer in `platforms:`")
+            )
+    return stale
+
+
+def check_locks(project: Project, flavors: Sequence[str] = ()) -> list[StaleLock]:
+    """Offline: which locks of ``flavors`` (default: all) do not match their inputs."""
+    stale: list[StaleLock] = []
+    for flavor in project.select(flavors):
+        stale.extend(check_flavor(flavor))
+    return stale
+
+
+def require_fresh_locks(project: Project, flavors: Sequence[str] = ()) -> None:
+    """Raise StaleLockError naming every stale flavor and platform (``lock --check``)."""
+    stale = check_locks(project, flavors)
+    if stale:
+        raise StaleLockError(
+            "Stale lock: " + "; ".join(str(s) for s in stale) + ". Run `lockdock lock"
+            + "".join(f" {f}" for f in dict.fromkeys(s.flavor for s in stale))
+            + "` to re-lock."
+        )
+
+
+# --- solve (edge: network) ----------------------------------------------------------------
+
+
+@dataclass
+class Timings:
+    """Seconds spent per phase, summed over platforms (for the benchmark and --verbose)."""
+
+    repodata: float = 0.0
+    solve: float = 0.0
+    pip: float = 0.0
+    write: float = 0.0
+
+
+@dataclass(frozen=True)
+class LockResult:
+    flavor: str
+    lock_path: Path
+    counts: dict[str, tuple[int, int]]  # platform -> (conda, pip)
+    timings: Timings
+
+
+def _channel_error(error: BaseException, plan: FlavorPlan, mirrors: Mirrors) -> NetworkError:
+    text = _one_line(error)
+    named = [c for c in plan.channels if mirrors.resolve(c) in text] or list(plan.channels)
+    listing = ", ".join(f"{c!r} ({mirrors.resolve(c)})" for c in named)
+    return NetworkError(
+        f"Channel {listing} could not be reached while locking flavor "
+        f"{plan.flavor.name!r}: {text}",
+        hint=(
+            f"Point the channel at a reachable mirror with `lockdock lock --mirror "
+            f"{named[0]}=URL` or {MIRRORS_ENV}='{named[0]}=URL'."
+        ),
+    )
+
+
+def _is_solver_error(error: BaseException) -> bool:
+    from rattler.exceptions import SolverError
+
+    return isinstance(error, SolverError)
+
+
+async def _solve_platform(
+    gateway: Any, plan: FlavorPlan, platform_plan: PlatformPlan, mirrors: Mirrors,
+    timings: Timings,
+) -> list[Any]:  # fmt: skip
+    import rattler
+
+    platform = platform_plan.platform
+    sources = [rattler.Channel(mirrors.resolve(c)) for c in plan.channels]
+    subdirs: list[Any] = [platform, "noarch"]
+    specs = list(platform_plan.conda_specs)
+    name = plan.flavor.name
+    started = time.perf_counter()
+    with progress.status(f"{name}/{platform}: fetching repodata"):
+        try:
+            await gateway.query(sources, subdirs, specs, recursive=True)
+        except Exception as error:
+            raise _channel_error(error, plan, mirrors) from None
+    timings.repodata += time.perf_counter() - started
+    started = time.perf_counter()
+    with progress.status(f"{name}/{platform}: solving {len(specs)} specs"):
+        try:
+            records = await rattler.solve(
+                sources=sources,
+                specs=specs,
+                gateway=gateway,
+                platforms=subdirs,
+                virtual_packages=to_rattler(plan.virtual_packages.for_platform(platform)),
+            )
+        except Exception as error:
+            if _is_solver_error(error):
+                vpkgs = ", ".join(map(str, plan.virtual_packages.for_platform(platform)))
+                raise SolveError(
+                    f"The conda specs of flavor {name!r} cannot be satisfied on {platform} "
+                    f"(virtual packages: {vpkgs}; channels: {', '.join(plan.channels)}). "
+                    f"Solver: {_one_line(error)}"
+                ) from None
+            raise _channel_error(error, plan, mirrors) from None
+    timings.solve += time.perf_counter() - started
+    return list(records)
+
+
+def _record_dependencies(depends: Sequence[str]) -> dict[str, str]:
+    """``depends`` strings -> ``{name: version spec}`` exactly as conda-lock writes them."""
+    from conda_lock._vendor.conda.models.match_spec import MatchSpec
+
+    grouped: dict[str, list[Any]] = {}
+    for dep in depends:
+        spec = MatchSpec(dep)  # type: ignore[no-untyped-call]
+        grouped.setdefault(spec.name, []).append(spec)
+    result: dict[str, str] = {}
+    for dep_name, specs in grouped.items():
+        merged = specs[0] if len(specs) == 1 else MatchSpec.merge(specs)[0]  # type: ignore[no-untyped-call]
+        result[dep_name] = merged.version.spec_str if merged.version is not None else ""
+    return result
+
+
+def _conda_entries(records: Sequence[Any], platform: str) -> dict[str, LockedDependency]:
+    from conda_lock.lockfile.v2prelim.models import HashModel, LockedDependency
+
+    entries: dict[str, LockedDependency] = {}
+    for record in records:
+        if record.md5 is None or record.sha256 is None:
+            raise SolveError(
+                f"Package {record.url} has no md5/sha256 in its channel's repodata: the "
+                "lock needs both (re-index the channel)."
+            )
+        entries[record.name.normalized] = LockedDependency(
+            name=record.name.normalized,
+            version=str(record.version),
+            manager="conda",
+            platform=platform,
+            dependencies=_record_dependencies(list(record.depends)),
+            url=record.url,
+            hash=HashModel(md5=record.md5.hex(), sha256=record.sha256.hex()),
+            categories=set(),
+        )
+    return entries
+
+
+def _python_distributions(records: Sequence[Any]) -> list[Any]:
+    """Conda records that install a Python distribution, as ProvidedDistribution."""
+    import json
+
+    from conda_lock.lookup import conda_name_to_pypi_name
+
+    from lockdock.pip_resolve import ProvidedDistribution
+
+    provided: list[ProvidedDistribution] = []
+    for record in records:
+        name = record.name.normalized
+        if name == "python":
+            continue
+        depends_on_python = any(d.split()[0] == "python" for d in record.depends if d.split())
+        purls = json.loads(record.to_json()).get("purls") or []
+        pypi = [p for p in purls if str(p).startswith("pkg:pypi/")]
+        if pypi:
+            pypi_name = str(pypi[0])[len("pkg:pypi/") :].split("@")[0].split("?")[0]
+        elif depends_on_python or record.noarch.python:
+            pypi_name = conda_name_to_pypi_name(name, mapping_url=mapping_url())
+        else:
+            continue
+        provided.append(ProvidedDistribution(pypi_name, str(record.version)))
+    return provided
+
+
+def _pip_entries(
+    plan: FlavorPlan, platform_plan: PlatformPlan, records: Sequence[Any], timings: Timings
+) -> dict[str, LockedDependency]:
+    from conda_lock.lockfile.v2prelim.models import HashModel, LockedDependency
+
+    from lockdock.pip_resolve import PipTarget, resolve_pip
+
+    platform = platform_plan.platform
+    if not platform_plan.pip_requirements:
+        return {}
+    python = [r for r in records if r.name.normalized == "python"]
+    if not python:
+        raise SolveError(
+            f"Flavor {plan.flavor.name!r} has a `pip:` list but its conda solution for "
+            f"{platform} has no `python`: add python to `dependencies:`."
+        )
+    osx = plan.virtual_packages.version_of(platform, "__osx")
+    target = PipTarget(
+        platform=platform,
+        python_version=str(python[0].version),
+        glibc=plan.virtual_packages.glibc(platform),
+        osx=tuple(int(x) for x in osx.split(".")[:2]) if osx else None,  # type: ignore[arg-type]
+    )
+    started = time.perf_counter()
+    with progress.status(f"{plan.flavor.name}/{platform}: resolving pip requirements"):
+        packages = resolve_pip(
+            platform_plan.pip_requirements, target, _python_distributions(records)
+        )
+    timings.pip += time.perf_counter() - started
+    return {
+        p.name: LockedDependency(
+            name=p.name,
+            version=p.version,
+            manager="pip",
+            platform=platform,
+            dependencies=p.dependencies,
+            url=p.url,
+            hash=HashModel(sha256=p.sha256),
+            categories=set(),
+        )
+        for p in packages
+    }
+
+
+def _assign_categories(
+    spec: LockSpecification,
+    platform: str,
+    conda: dict[str, LockedDependency],
+    pip: dict[str, LockedDependency],
+) -> None:
+    """Categories as conda-lock assigns them (``main`` unless a file says ``category:``)."""
+    from conda_lock.lockfile import apply_categories
+    from packaging.utils import canonicalize_name
+
+    requested_conda = {
+        d.name: d for d in spec.dependencies[platform] if d.manager == "conda" and d.name in conda
+    }
+    apply_categories(requested=requested_conda, planned=conda, mapping_url=mapping_url())
+    # pip: each root request's category flows to everything it reaches in the pip graph.
+    for dep in spec.dependencies[platform]:
+        if dep.manager != "pip":
+            continue
+        todo = [str(canonicalize_name(dep.name))]
+        seen: set[str] = set()
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in pip:
+                continue
+            seen.add(name)
+            pip[name].categories.add(dep.category)
+            todo.extend(pip[name].dependencies)
+    for entry in [*conda.values(), *pip.values()]:
+        if not entry.categories or "main" in entry.categories:
+            entry.categories = {"main"}
+
+
+def write_lock(plan: FlavorPlan, packages: Sequence[LockedDependency]) -> None:
+    """Write the lock atomically: a temp dir beside it, conda-lock's writer, os.replace."""
+    from conda_lock.common import relative_path
+    from conda_lock.lockfile import write_conda_lock_file
+    from conda_lock.lockfile.v2prelim.models import Lockfile, LockMeta
+
+    lock_path = plan.flavor.lock_path
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    sources = [relative_path(lock_path.parent, Path(s)) for s in plan.lock_spec.sources]
+    content = Lockfile(
+        package=list(packages),
+        metadata=LockMeta(
+            content_hash=plan.content_hashes,
+            channels=list(plan.lock_spec.channels),
+            platforms=list(plan.lock_spec.platforms),
+            sources=sources,
+        ),
+    )
+    scratch = Path(tempfile.mkdtemp(prefix=f".{lock_path.name}.", dir=lock_path.parent))
+    try:
+        # conda-lock's writer names the file in its help text: same name, other directory.
+        staged = scratch / lock_path.name
+        write_conda_lock_file(content, staged, metadata_choices=None)
+        with staged.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staged, lock_path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _lock_flavor(gateway: Any, plan: FlavorPlan, mirrors: Mirrors) -> LockResult:
+    timings = Timings()
+    packages: list[LockedDependency] = []
+    counts: dict[str, tuple[int, int]] = {}
+    for platform_plan in plan.platforms:
+        records = await _solve_platform(gateway, plan, platform_plan, mirrors, timings)
+        conda = _conda_entries(records, platform_plan.platform)
+        pip = _pip_entries(plan, platform_plan, records, timings)
+        _assign_categories(plan.lock_spec, platform_plan.platform, conda, pip)
+        packages.extend(conda.values())
+        packages.extend(pip.values())
+        counts[platform_plan.platform] = (len(conda), len(pip))
+    started = time.perf_counter()
+    with progress.status(f"{plan.flavor.name}: writing {plan.flavor.lock_path}"):
+        write_lock(plan, packages)
+    timings.write += time.perf_counter() - started
+    return LockResult(plan.flavor.name, plan.flavor.lock_path, counts, timings)
+
+
+def make_gateway(cache_dir: Path) -> Any:
+    import rattler
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return rattler.Gateway(cache_dir=cache_dir)
+
+
+def default_cache_dir(project: Project) -> Path:
+    return project.state_dir / "cache" / "rattler"
+
+
+def lock_project(
+    project: Project,
+    flavors: Sequence[str] = (),
+    mirrors: Mirrors | None = None,
+    cache_dir: Path | None = None,
+) -> list[LockResult]:
+    """Lock ``flavors`` (default: all). Every flavor is planned before any solve, so a bad
+    input anywhere fails before anything is fetched or written."""
+    mirrors = mirrors or Mirrors()
+    plans = [plan_flavor(f, mirrors) for f in project.select(flavors)]
+    gateway = make_gateway(cache_dir or default_cache_dir(project))
+
+    async def run() -> list[LockResult]:
+        return [await _lock_flavor(gateway, plan, mirrors) for plan in plans]
+
+    return asyncio.run(run())
+
+
+def lock_command(
+    project_dir: Path, flavors: Sequence[str], mirror_options: Sequence[str], check: bool
+) -> list[LockResult]:
+    """What ``lockdock lock`` and ``nox -s lock`` run."""
+    from lockdock.spec import load_project
+
+    project = load_project(project_dir)
+    if check:
+        require_fresh_locks(project, flavors)
+        return []
+    mirrors = Mirrors.from_sources(mirror_options, os.environ)
+    return lock_project(project, flavors, mirrors)
