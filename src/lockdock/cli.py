@@ -42,11 +42,187 @@ def cli(ctx: click.Context, project_dir: Path) -> None:
 
 # --- fetch / install (lock -> store -> prefix) ---------------------------------------
 
+
+@cli.command()
+@click.argument("flavors", nargs=-1)
+@click.option(
+    "--platform", "platforms", multiple=True, help="Conda subdir (repeatable; default: all locked)."
+)
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Artifact store (default: <project>/.lockdock/store).",
+)
+@click.option("--check", is_flag=True, help="Offline: report what is missing from the store.")
+@click.option("--jobs", type=int, default=4, show_default=True, help="Parallel downloads.")
+@pass_ctx
+def fetch(
+    ctx: _Context,
+    flavors: tuple[str, ...],
+    platforms: tuple[str, ...],
+    store: Path | None,
+    check: bool,
+    jobs: int,
+) -> None:
+    """Download every locked artifact into the hash-verified store."""
+    from lockdock import store as store_mod
+    from lockdock.errors import IntegrityError, StaleLockError
+    from lockdock.lockfile import read_lock
+    from lockdock.progress import say
+    from lockdock.spec import load_project
+
+    project = load_project(ctx.project_dir)
+    target = store or store_mod.default_store(project.root)
+    artifacts = []
+    for flavor in project.select(flavors):
+        if not flavor.lock_path.is_file():
+            raise StaleLockError(
+                f"Flavor {flavor.name} has no lock at {flavor.lock_path}: run `lockdock lock`."
+            )
+        artifacts += store_mod.lock_artifacts(read_lock(flavor.lock_path), platforms)
+    if check:
+        missing = store_mod.missing_from_store(artifacts, target)
+        if missing:
+            raise IntegrityError(
+                f"{len(missing)} artifact(s) missing from store {target}: "
+                + ", ".join(store_mod.describe(a) for a in missing)
+                + ". Run `lockdock fetch`."
+            )
+        say(f"store {target}: all {len(store_mod.unique(artifacts))} artifact(s) present")
+        return
+    report = store_mod.fetch(artifacts, target, jobs=jobs)
+    say(
+        f"store {target}: {len(report.downloaded)} downloaded, "
+        f"{len(report.already_present)} already present"
+        + (f", {len(report.replaced_corrupt)} corrupt replaced" if report.replaced_corrupt else "")
+    )
+
+
+@cli.command()
+@click.argument("lockfile", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--prefix", type=click.Path(path_type=Path), required=True)
+@click.option("--platform", default=None, help="Conda subdir (default: this machine).")
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Artifact store (default: <project>/.lockdock/store).",
+)
+@click.option("--offline", is_flag=True, help="Never download; fail listing what is missing.")
+@click.option(
+    "--category", "categories", multiple=True, help="Lock category (repeatable; default: main)."
+)
+@click.option("--verify-only", is_flag=True, help="Only check that the prefix equals the lock.")
+@click.option("--jobs", type=int, default=4, show_default=True, help="Parallel downloads/hashes.")
+@pass_ctx
+def install(
+    ctx: _Context,
+    lockfile: Path,
+    prefix: Path,
+    platform: str | None,
+    store: Path | None,
+    offline: bool,
+    categories: tuple[str, ...],
+    verify_only: bool,
+    jobs: int,
+) -> None:
+    """Install LOCKFILE into PREFIX from the store, then verify PREFIX equals the lock."""
+    from lockdock import install as install_mod
+    from lockdock.store import default_store
+
+    chosen = list(categories) or ["main"]
+    if verify_only:
+        install_mod.verify_prefix(lockfile, prefix, platform, chosen)
+        click.echo(f"{prefix} matches {lockfile}", err=True)
+        return
+    install_mod.install(
+        lockfile,
+        prefix,
+        platform=platform,
+        categories=chosen,
+        store=store or default_store(ctx.project_dir.resolve()),
+        offline=offline,
+        jobs=jobs,
+    )
+
+
 # --- build / verify-repro (store -> image) -------------------------------------------
 
 # --- test (image -> gate report) -----------------------------------------------------
 
 # --- publish / pin / devcontainer / sbom (report -> registry -> projects) -----------
+
+
+@cli.command()
+@click.argument("flavor")
+@click.option("--registry", "repository", required=True, metavar="REGISTRY/NAME",
+              help="Repository to push to, e.g. ghcr.io/org/lockdock or 127.0.0.1:5000/demo.")
+@click.option("--image", "images", multiple=True, metavar="REF",
+              help="Local image to publish (one per platform; default: the flavor's build).")
+@pass_ctx
+def publish(ctx: _Context, flavor: str, repository: str, images: tuple[str, ...]) -> None:
+    """Push a gated image: content-addressed tag, descriptive tag, then moving tags."""
+    from lockdock import publish as publishing
+
+    publishing.publish_flavor(ctx.project_dir, flavor, repository, images)
+
+
+@cli.command()
+@click.argument("reference", metavar="REF")
+@click.option("--file", "files", multiple=True, type=click.Path(path_type=Path),
+              help="File to pin (repeatable). Default: Dockerfile*, "
+              ".devcontainer/devcontainer.json and compose files under the project.")
+@click.option("--check", is_flag=True, help="Write nothing; fail if a reference is not pinned "
+              "to the tag's current digest.")
+@pass_ctx
+def pin(ctx: _Context, reference: str, files: tuple[Path, ...], check: bool) -> None:
+    """Rewrite references to REF (repo or repo:tag) as repo:tag@sha256:..."""
+    from lockdock import pin as pinning
+
+    paths = list(files) or pinning.default_files(ctx.project_dir)
+    pinning.pin(reference, paths, check=check, report=click.echo)
+
+
+@cli.command()
+@click.argument("flavor")
+@click.option("--repository", default=None, help="Which published repository (when several).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write (default: .devcontainer/devcontainer.json).")
+@click.option("--force", is_flag=True, help="Replace an existing, different file.")
+@pass_ctx
+def devcontainer(ctx: _Context, flavor: str, repository: str | None, output: Path | None,
+                 force: bool) -> None:
+    """Write a devcontainer.json running FLAVOR's published image, pinned by digest."""
+    from lockdock import pin as pinning
+
+    path = pinning.write_devcontainer(ctx.project_dir, flavor, repository=repository,
+                                      output=output, force=force)
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("flavor")
+@click.option("--platform", default=None, help="Conda platform (default: this machine's).")
+@click.option("--category", "categories", multiple=True, default=("main",), show_default=True,
+              help="Lock categories to include (repeatable).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here instead of standard output.")
+@pass_ctx
+def sbom(ctx: _Context, flavor: str, platform: str | None, categories: tuple[str, ...],
+         output: Path | None) -> None:
+    """CycloneDX JSON SBOM of FLAVOR's lock for one platform (validated against the schema)."""
+    from lockdock import sbom as sboms
+    from lockdock.spec import load_project
+
+    (chosen,) = load_project(ctx.project_dir).select([flavor])
+    platform = platform or sboms.host_platform()
+    if output is None:
+        click.echo(sboms.sbom_json(chosen.lock_path, platform, categories=categories,
+                                   name=flavor), nl=False)
+    else:
+        sboms.write_sbom(chosen.lock_path, platform, output, categories=categories, name=flavor)
+        click.echo(f"wrote {output}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

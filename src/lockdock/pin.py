@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lockdock.errors import LockdockError, PinError, UsageError
 from lockdock.fsutil import write_text_atomic
@@ -475,3 +476,78 @@ def pin(
         for rewrite in rewrites:
             report(f"{rewrite.reference.where}: {rewrite.reference.text} -> {rewrite.new_text}")
     return plan
+
+
+# --- devcontainer.json for a published flavor -----------------------------------------
+
+DEVCONTAINER_PATH = Path(".devcontainer") / "devcontainer.json"
+ENV_PREFIX = "/opt/conda/envs/lockdock"
+
+
+def published_record(
+    images_lock: Mapping[str, Any] | None, flavor: str, repository: str | None, source: Path
+) -> Mapping[str, Any]:
+    """The images.lock.json record of ``flavor`` (in ``repository`` when given)."""
+    records = [
+        r for r in (images_lock or {}).get("images", [])
+        if isinstance(r, dict) and r.get("flavor") == flavor
+        and (repository is None or r.get("repository") == repository)
+    ]
+    if not records:
+        where = f" in {repository}" if repository else ""
+        raise UsageError(
+            f"{source} records no published image of flavor {flavor!r}{where}: run "
+            f"`lockdock publish {flavor} --registry REGISTRY/NAME` first."
+        )
+    if len(records) > 1:
+        names = ", ".join(str(r.get("repository")) for r in records)
+        raise UsageError(
+            f"Flavor {flavor!r} is published to several repositories ({names}): choose one "
+            "with --repository."
+        )
+    return records[0]
+
+
+def devcontainer_text(record: Mapping[str, Any]) -> str:
+    """A ready devcontainer.json (plain JSON) running the pinned, published image."""
+    flavor = str(record["flavor"])
+    config: dict[str, object] = {
+        "name": f"lockdock {flavor}",
+        "image": str(record["reference"]),
+        "remoteUser": "lockdock",
+        "containerEnv": {"CONDA_DEFAULT_ENV": "lockdock"},
+        "remoteEnv": {"PATH": f"{ENV_PREFIX}/bin:${{containerEnv:PATH}}"},
+        "customizations": {
+            "vscode": {
+                "extensions": ["ms-python.python", "ms-toolsai.jupyter"],
+                "settings": {"python.defaultInterpreterPath": f"{ENV_PREFIX}/bin/python"},
+            }
+        },
+    }
+    if flavor != "cpu":
+        # The devcontainer spec's way to ask for a GPU without failing on machines with none.
+        config["hostRequirements"] = {"gpu": "optional"}
+    return json.dumps(config, indent=2) + "\n"
+
+
+def write_devcontainer(
+    root: Path,
+    flavor: str,
+    *,
+    repository: str | None = None,
+    output: Path | None = None,
+    force: bool = False,
+) -> Path:
+    """``lockdock devcontainer FLAVOR``: write .devcontainer/devcontainer.json atomically."""
+    from lockdock.publish import IMAGES_LOCK, read_images_lock
+
+    record = published_record(read_images_lock(root), flavor, repository, root / IMAGES_LOCK)
+    text = devcontainer_text(record)
+    out = output or root / DEVCONTAINER_PATH
+    if out.exists() and not force and out.read_text(encoding="utf-8") != text:
+        raise UsageError(
+            f"{out} already exists and differs: pass --force to replace it, or keep it and "
+            f"run `lockdock pin {record['repository']}` to pin its image."
+        )
+    write_text_atomic(out, text)
+    return out

@@ -570,3 +570,23 @@ def publish(
                       render_images_lock(updated_images_lock(existing, record)))
     report(f"published {record['reference']}")
     return record
+
+
+def default_image_refs(project_root: Path, flavor: str) -> list[str]:
+    """The local images ``lockdock build`` made for ``flavor`` (one per platform)."""
+    raise UsageError(
+        f"Name the image(s) of {flavor} to publish with --image (the build's record is not "
+        "read yet)."
+    )
+
+
+def publish_flavor(project_dir: Path, flavor: str, repository: str,
+                   images: Sequence[str]) -> dict[str, Any]:
+    """The CLI's entry: the flavor's lock and images, then ``publish``."""
+    from lockdock.lockfile import read_lock
+    from lockdock.spec import load_project
+
+    project = load_project(project_dir)
+    (chosen,) = project.select([flavor])
+    refs = list(images) or default_image_refs(project.root, flavor)
+    return publish(project.root, flavor, read_lock(chosen.lock_path), repository, refs)

@@ -276,3 +276,18 @@ def write_sbom(
     out = Path(out_path)
     write_text_atomic(out, sbom_json(lock_path, platform, categories=tuple(categories), name=name))
     return out
+
+
+def host_platform() -> str:
+    """This machine's conda platform (``linux-64``, ``linux-aarch64``, ...)."""
+    import platform as host
+
+    machine = host.machine().lower()
+    system = {"linux": "linux", "darwin": "osx", "windows": "win"}.get(host.system().lower(),
+                                                                      host.system().lower())
+    arch = {"x86_64": "64", "amd64": "64", "aarch64": "aarch64", "arm64": "arm64"}.get(
+        machine, machine
+    )
+    if system == "linux" and arch == "arm64":
+        arch = "aarch64"
+    return f"{system}-{arch}"
