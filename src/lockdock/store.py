@@ -34,7 +34,7 @@ from typing import IO, Any, Protocol
 
 from lockdock.errors import IntegrityError, NetworkError
 from lockdock.fsutil import file_digests
-from lockdock.lockfile import LockedArtifact
+from lockdock.lockfile import Lock, LockedArtifact
 
 STORE_DIR = Path(".lockdock") / "store"
 HASH_DIR = "sha256"
@@ -362,3 +362,12 @@ def fetch(
             f"{text}. Verified downloads were kept: run `lockdock fetch` again to resume."
         )
     return FetchReport(tuple(done), tuple(already), tuple(corrupt))
+
+
+def lock_artifacts(lock: Lock, platforms: Sequence[str] = ()) -> list[LockedArtifact]:
+    """Every artifact of ``lock`` (all categories) for ``platforms`` (default: all of the lock's).
+
+    Raises UsageError for a platform the lock does not have.
+    """
+    chosen = list(platforms) or list(lock.platforms)
+    return [a for platform in chosen for a in lock.select(platform, sorted(lock.categories))]
