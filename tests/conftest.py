@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins: list[str] = ["tests.fixtures.channel"]
+pytest_plugins: list[str] = ["tests.fixtures.channel", "tests.fixtures.cpython"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
