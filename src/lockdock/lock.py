@@ -321,7 +321,7 @@ def _channel_error(error: BaseException, plan: FlavorPlan, mirrors: Mirrors) -> 
     listing = ", ".join(f"{c!r} ({mirrors.resolve(c)})" for c in named)
     return NetworkError(
         f"Channel {listing} could not be reached while locking flavor "
-        f"{plan.flavor.name!r}: {text}",
+        f"{plan.flavor.name!r}: {text.rstrip('.')}.",
         hint=(
             f"Point the channel at a reachable mirror with `lockdock lock --mirror "
             f"{named[0]}=URL` or {MIRRORS_ENV}='{named[0]}=URL'."
@@ -335,6 +335,35 @@ def _is_solver_error(error: BaseException) -> bool:
     return isinstance(error, SolverError)
 
 
+def _is_fetch_error(error: BaseException) -> bool:
+    from rattler.exceptions import FetchRepoDataError, GatewayError, IoError
+
+    return isinstance(error, FetchRepoDataError | GatewayError | IoError | OSError)
+
+
+def _unexpected(error: BaseException, plan: FlavorPlan, platform: str) -> LockdockError:
+    return LockdockError(
+        f"Locking flavor {plan.flavor.name!r} for {platform} failed: "
+        f"{type(error).__name__}: {_one_line(error)}"
+    )
+
+
+def _match_specs(plan: FlavorPlan, platform_plan: PlatformPlan) -> list[Any]:
+    """Lenient parsing, as validation and conda read specs (``hello 1.0`` is ``==1.0``)."""
+    import rattler
+
+    result = []
+    for spec in platform_plan.conda_specs:
+        try:
+            result.append(rattler.MatchSpec(spec, strict=False))
+        except Exception as error:
+            files = ", ".join(str(p) for p in plan.flavor.environment_files)
+            raise SpecError(
+                f"Invalid match spec {spec!r} (from {files}): {_one_line(error)}."
+            ) from None
+    return result
+
+
 async def _solve_platform(
     gateway: Any, plan: FlavorPlan, platform_plan: PlatformPlan, mirrors: Mirrors,
     timings: Timings,
@@ -344,14 +373,16 @@ async def _solve_platform(
     platform = platform_plan.platform
     sources = [rattler.Channel(mirrors.resolve(c)) for c in plan.channels]
     subdirs: list[Any] = [platform, "noarch"]
-    specs = list(platform_plan.conda_specs)
     name = plan.flavor.name
+    specs = _match_specs(plan, platform_plan)
     started = time.perf_counter()
     with progress.status(f"{name}/{platform}: fetching repodata"):
         try:
             await gateway.query(sources, subdirs, specs, recursive=True)
         except Exception as error:
-            raise _channel_error(error, plan, mirrors) from None
+            if _is_fetch_error(error):
+                raise _channel_error(error, plan, mirrors) from None
+            raise _unexpected(error, plan, platform) from None
     timings.repodata += time.perf_counter() - started
     started = time.perf_counter()
     with progress.status(f"{name}/{platform}: solving {len(specs)} specs"):
@@ -371,7 +402,9 @@ async def _solve_platform(
                     f"(virtual packages: {vpkgs}; channels: {', '.join(plan.channels)}). "
                     f"Solver: {_one_line(error)}"
                 ) from None
-            raise _channel_error(error, plan, mirrors) from None
+            if _is_fetch_error(error):
+                raise _channel_error(error, plan, mirrors) from None
+            raise _unexpected(error, plan, platform) from None
     timings.solve += time.perf_counter() - started
     return list(records)
 

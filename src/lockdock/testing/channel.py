@@ -8,7 +8,7 @@
 Packages are real ``.conda`` archives made by ``rattler_build.assemble_package`` with a fixed
 timestamp, so the same packages always give the same bytes (and the same sha256 in a lock).
 Building runs ``python -m lockdock.testing.build_channel`` and indexing runs
-``python -m lockdock.testing.channel index DIR``: py-rattler-build and py-rattler abort at
+``lockdock.testing.channel.index_main`` in a child: py-rattler-build and py-rattler abort at
 interpreter exit when imported into one process, so neither is imported here.
 """
 
@@ -69,12 +69,12 @@ class FakePackage:
         return data
 
 
-def _run_module(args: Sequence[str], stdin: str | None = None) -> None:
-    """Run ``python -m ...`` in a child process; raise RuntimeError with its stderr on failure."""
+def _run_python(args: Sequence[str], stdin: str | None = None) -> None:
+    """Run ``python ARGS`` in a child process; raise RuntimeError with its stderr on failure."""
     env = dict(os.environ)
     env.setdefault("PYTHONHASHSEED", "0")
     proc = subprocess.run(
-        [sys.executable, "-m", *args],
+        [sys.executable, *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -83,7 +83,7 @@ def _run_module(args: Sequence[str], stdin: str | None = None) -> None:
     )
     if proc.returncode != 0:
         raise RuntimeError(
-            f"`python -m {' '.join(args)}` failed (exit {proc.returncode}):\n{proc.stderr}"
+            f"`python {' '.join(args)}` failed (exit {proc.returncode}):\n{proc.stderr}"
         )
 
 
@@ -104,7 +104,7 @@ def build_channel(
         payload = json.dumps(
             {"channel_dir": str(channel_dir), "packages": [p.to_json() for p in packages]}
         )
-        _run_module(["lockdock.testing.build_channel"], stdin=payload)
+        _run_python(["-m", "lockdock.testing.build_channel"], stdin=payload)
     if index:
         index_channel(channel_dir)
     return channel_dir
@@ -112,15 +112,25 @@ def build_channel(
 
 def index_channel(channel_dir: Path) -> None:
     """Write ``repodata.json`` (and ``.zst``) for every subdir, with py-rattler, in a child."""
-    _run_module(["lockdock.testing.channel", "index", str(Path(channel_dir).resolve())])
+    code = "import sys; from lockdock.testing.channel import index_main; index_main(sys.argv[1])"
+    _run_python(["-c", code, str(Path(channel_dir).resolve())])
 
 
-def _index_in_this_process(channel_dir: Path) -> None:
+def index_main(channel_dir: str) -> None:
+    """Child-process entry: index, then leave without interpreter finalization.
+
+    py-rattler 0.28's indexer can leave a runtime thread behind that crashes the
+    interpreter while it finalizes (SIGSEGV / "PyGILState_Release ... finalizing") after
+    the repodata is written; ``os._exit`` skips finalization once the work is flushed.
+    """
     import asyncio
 
     from rattler.index import index_fs
 
-    asyncio.run(index_fs(channel_dir, write_shards=False, force=True))
+    asyncio.run(index_fs(Path(channel_dir), write_shards=False, force=True))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -167,16 +177,3 @@ class ChannelServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2 or args[0] != "index":
-        print("usage: python -m lockdock.testing.channel index CHANNEL_DIR", file=sys.stderr)
-        return 2
-    _index_in_this_process(Path(args[1]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
