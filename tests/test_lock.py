@@ -52,7 +52,9 @@ def test_cuda_flavor_gets_the_cuda_build_and_cpu_does_not(locked_demo: Path) -> 
         assert cpu["libnative"] == "libnative-1.0-h1_0.conda"
 
 
-def test_platform_specific_urls_and_hashes(locked_demo: Path, served_channel: ServedChannel) -> None:
+def test_platform_specific_urls_and_hashes(
+    locked_demo: Path, served_channel: ServedChannel
+) -> None:
     import hashlib
 
     lock = read_lock(locked_demo / "conda-lock.yml")

@@ -56,7 +56,8 @@ def test_good_file_validates(tmp_path: Path) -> None:
 
 
 def test_malformed_yaml_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    project = write_project(tmp_path, "channels: [conda-forge]\ndependencies:\n  - numpy\n - x: [\n")
+    broken = "channels: [conda-forge]\ndependencies:\n  - numpy\n - x: [\n"
+    project = write_project(tmp_path, broken)
     assert_fails_cleanly(project, capsys, 3, "environment.yml is not valid YAML", "line 4")
 
 
@@ -140,7 +141,7 @@ def test_default_virtual_packages_have_no_cuda() -> None:
 
 
 def test_project_flavors(tmp_path: Path) -> None:
-    project = write_project(tmp_path, GOOD, {"cpu": {}, "cuda": {"environment.yml": GOOD}})
+    write_project(tmp_path, GOOD, {"cpu": {}, "cuda": {"environment.yml": GOOD}})
     (tmp_path / "images" / "base").mkdir()
     loaded = load_project(tmp_path)
     assert sorted(loaded.flavors) == ["cpu", "cuda"]
