@@ -30,3 +30,21 @@ def lint(session: nox.Session) -> None:
     _install(session)
     session.run("ruff", "check", "src", "tests", "noxfile.py", "benchmarks")
     session.run("mypy")
+
+
+def _gate(session: nox.Session, flavor: str) -> None:
+    """`lockdock test FLAVOR` in the flavor's image (posargs: e.g. --image REF)."""
+    session.install("-e", ".")
+    session.run("lockdock", "test", flavor, *session.posargs)
+
+
+@nox.session(name="test-cpu")
+def test_cpu(session: nox.Session) -> None:
+    """Gate the cpu image: the tests/image payload inside it, health report in .lockdock/."""
+    _gate(session, "cpu")
+
+
+@nox.session(name="test-cuda")
+def test_cuda(session: nox.Session) -> None:
+    """Gate the cuda image (GPU checks run when the host has a GPU, else skip with a reason)."""
+    _gate(session, "cuda")

@@ -151,6 +151,38 @@ def install(
 
 # --- test (image -> gate report) -----------------------------------------------------
 
+
+@cli.command("test")
+@click.argument("flavor")
+@click.option(
+    "--image",
+    "image_ref",
+    default=None,
+    metavar="REF",
+    help="Image to gate (default: the local tag `lockdock build FLAVOR` gives).",
+)
+@click.option(
+    "--payload",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Gate payload folder (default: the project's tests/image, else lockdock's).",
+)
+@click.option(
+    "--gpu/--no-gpu",
+    default=None,
+    help="Pass the host's GPUs in (default: when nvidia-smi is present).",
+)
+@pass_ctx
+def test_image(
+    ctx: _Context, flavor: str, image_ref: str | None, payload: Path | None, gpu: bool | None
+) -> None:
+    """Run the gates inside FLAVOR's image; write .lockdock/reports/FLAVOR/DIGEST/."""
+    from lockdock.gates import gate_flavor
+
+    gate_flavor(ctx.project_dir, flavor, image_ref=image_ref, payload=payload, gpu=gpu)
+
+
+
 # --- publish / pin / devcontainer / sbom (report -> registry -> projects) -----------
 
 
