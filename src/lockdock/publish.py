@@ -164,22 +164,32 @@ def _major_minor(version: str) -> str:
 def lock_descriptor(artifacts: Iterable[LockedArtifact]) -> str:
     """``py3.12-torch2.5-cu12.6`` from the versions locked for one platform.
 
-    Python from conda's ``python``; torch from conda's ``pytorch`` or pip's ``torch``; CUDA
-    from conda-forge's ``cuda-version`` metapackage, else ``cuda-cudart``, else pip's
+    Python from conda's ``python``; torch from conda's ``pytorch`` or pip's ``torch``. The
+    CUDA part names the CUDA torch was built for, not whichever CUDA libraries something else
+    pulled in: none for a CPU torch (conda build string ``cpu_*``, pip local version
+    ``+cpu``); else conda-forge's ``cuda-version`` metapackage, ``cuda-cudart``, or pip's
     ``nvidia-cuda-runtime-cu1x``. Parts the lock does not have are left out.
     """
-    by_name: dict[str, str] = {}
+    by_name: dict[str, LockedArtifact] = {}
     for artifact in artifacts:
-        by_name.setdefault(artifact.name.lower(), artifact.version)
+        by_name.setdefault(artifact.name.lower(), artifact)
+
+    def version(*names: str) -> str | None:
+        return next((by_name[n].version for n in names if n in by_name), None)
+
     parts = []
-    if "python" in by_name:
-        parts.append(f"py{_major_minor(by_name['python'])}")
+    python = version("python")
+    if python:
+        parts.append(f"py{_major_minor(python)}")
     torch = by_name.get("pytorch") or by_name.get("torch")
     if torch:
-        parts.append(f"torch{_major_minor(torch)}")
-    cuda = by_name.get("cuda-version") or by_name.get("cuda-cudart")
-    if cuda is None:
-        cuda = next((v for n, v in sorted(by_name.items())
+        parts.append(f"torch{_major_minor(torch.version)}")
+    cpu_torch = torch is not None and (
+        (torch.build or "").startswith("cpu") or torch.version.endswith("+cpu")
+    )
+    cuda = None if cpu_torch else version("cuda-version", "cuda-cudart")
+    if cuda is None and not cpu_torch:
+        cuda = next((a.version for n, a in sorted(by_name.items())
                      if n.startswith("nvidia-cuda-runtime-cu")), None)
     if cuda:
         parts.append(f"cu{_major_minor(cuda)}")
