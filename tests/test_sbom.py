@@ -1,4 +1,4 @@
-"""SBOM from real-world locks: schema-valid CycloneDX, the lock's purls and hashes, deterministic."""
+"""SBOM from real-world locks: valid CycloneDX, the lock's purls and hashes, deterministic."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def test_local_channel_purl_carries_the_channel_url(tmp_path: Path) -> None:
 def test_schema_violations_are_caught(tmp_path: Path) -> None:
     """Injected faults: an MD5 that is not hex; a URL that is no IRI reference."""
     bad_md5 = _tiny_lock(tmp_path, "http://127.0.0.1:8765/c/noarch/tiny-1.0-h0_0.conda", "zz")
-    with pytest.raises(sbom.SbomError, match="does not validate.*hashes"):
+    with pytest.raises(sbom.SbomError, match=r"does not validate.*hashes"):
         sbom.sbom_json(bad_md5, "linux-64")
     # The library percent-encodes what it writes, so corrupt the JSON itself to show that the
     # fast iri-reference check still rejects what the full grammar rejects.
