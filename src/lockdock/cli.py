@@ -40,6 +40,50 @@ def cli(ctx: click.Context, project_dir: Path) -> None:
 
 # --- lock (spec -> lock) -------------------------------------------------------------
 
+
+@cli.command()
+@click.argument("flavors", nargs=-1)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Offline, no solve: exit 0 when every lock matches its inputs, else exit 6 "
+    "naming each stale flavor and platform (a missing lock is stale).",
+)
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="NAME=URL",
+    help="Fetch channel NAME (as written in environment.yml) from URL (http(s)://, file:// "
+    "or a local directory); repeatable. Also read from $LOCKDOCK_MIRRORS "
+    "('NAME=URL NAME=URL'); --mirror wins.",
+)
+@pass_ctx
+def lock(ctx: _Context, flavors: tuple[str, ...], check: bool, mirrors: tuple[str, ...]) -> None:
+    """Solve environment.yml (+ images/<flavor>/ overlays) into conda-lock.yml per flavor.
+
+    FLAVORS default to every folder of images/ but base/. The conda part is solved with
+    py-rattler for every platform in `platforms:`, the pip part with uv against PyPI. The
+    default flavor `cpu` is written to ./conda-lock.yml, others to
+    images/<flavor>/conda-lock.yml.
+
+    \b
+    Virtual packages: images/<flavor>/virtual-packages.yml (conda-lock's
+    --virtual-package-spec format). Without it, no __cuda, and per platform:
+      linux-64       __unix=0 __linux=5.10 __glibc=2.28 __archspec=1=x86_64
+      linux-aarch64  __unix=0 __linux=5.10 __glibc=2.28 __archspec=1=aarch64
+      osx-64/arm64   __unix=0 __osx=11.0 __archspec=1=<arch>;  win-64  __win=0
+    """
+    from lockdock.lock import lock_command
+
+    results = lock_command(ctx.project_dir, flavors, mirrors, check)
+    if check:
+        click.echo("All locks match their inputs.", err=True)
+    for result in results:
+        counts = ", ".join(f"{p}: {c} conda + {n} pip" for p, (c, n) in result.counts.items())
+        click.echo(f"Locked {result.flavor} -> {result.lock_path} ({counts})", err=True)
+
+
 # --- fetch / install (lock -> store -> prefix) ---------------------------------------
 
 
