@@ -32,6 +32,13 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
+@nox.session
+def lock(session: nox.Session) -> None:
+    """`lockdock lock` (posargs: flavors, --check, --mirror NAME=URL), as the CLI runs it."""
+    session.install("-e", ".")
+    session.run("lockdock", "lock", *session.posargs)
+
+
 def _gate(session: nox.Session, flavor: str) -> None:
     """`lockdock test FLAVOR` in the flavor's image (posargs: e.g. --image REF)."""
     session.install("-e", ".")
