@@ -299,3 +299,29 @@ def test_pip_requirement_without_a_wheel(
     err = capsys.readouterr().err
     assert "midiutil" in err and "no wheel for platform linux-64" in err
     assert (project / "conda-lock.yml").read_text() == "kept\n"
+
+
+def test_a_failing_write_leaves_the_old_lock(
+    locked_demo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import conda_lock.lockfile
+
+    lock = locked_demo / "conda-lock.yml"
+    before = lock.read_bytes()
+
+    def half_write(content: object, path: Path, **kwargs: object) -> None:
+        path.write_text("version: 1\npackage:\n- name: trunc")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(conda_lock.lockfile, "write_conda_lock_file", half_write)
+    env = locked_demo / "environment.yml"
+    env.write_text(env.read_text().replace("hello >=1,<2", "hello >=1,<1.1"))
+    assert run_cli(locked_demo, "lock", "cpu") == 1
+    err = capsys.readouterr().err
+    assert "Could not write" in err and "No space left on device" in err
+    assert "Traceback" not in err
+    assert lock.read_bytes() == before
+    assert sorted(p.name for p in locked_demo.iterdir()) == [
+        ".lockdock", "conda-lock.yml", "environment.yml", "images"
+    ]
+    capsys.readouterr()

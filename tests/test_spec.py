@@ -150,3 +150,9 @@ def test_project_flavors(tmp_path: Path) -> None:
     assert len(loaded.flavors["cuda"].environment_files) == 2
     with pytest.raises(SpecError):
         load_project(tmp_path / "nowhere")
+
+
+def test_project_without_flavors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project = write_project(tmp_path, GOOD, {})
+    assert run_cli(project, "lock") == 3
+    assert "has no flavor" in capsys.readouterr().err

@@ -575,6 +575,11 @@ def write_lock(plan: FlavorPlan, packages: Sequence[LockedDependency]) -> None:
         with staged.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(staged, lock_path)
+    except OSError as error:
+        raise LockdockError(
+            f"Could not write {lock_path}: {error.strerror or error}; the previous lock "
+            "(if any) is unchanged."
+        ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -634,6 +639,11 @@ def lock_command(
     from lockdock.spec import load_project
 
     project = load_project(project_dir)
+    if not project.flavors:
+        raise SpecError(
+            f"Project {project.root} has no flavor: create images/cpu/Dockerfile (the "
+            "default flavor, locked into ./conda-lock.yml) or another images/<flavor>/."
+        )
     if check:
         require_fresh_locks(project, flavors)
         return []
