@@ -199,9 +199,9 @@ def locked_selection(
 
 
 def current_platform() -> str:
-    from rattler.platform import Platform
+    from rattler.platform import Subdir
 
-    return str(Platform.current())
+    return str(Subdir.current())
 
 
 # --- reading a prefix ------------------------------------------------------------------
@@ -353,7 +353,7 @@ def _install_conda(
     conda: Sequence[LockedArtifact], prefix: Path, store: Path, platform: str, cache: Path
 ) -> None:
     from rattler import install as rattler_install
-    from rattler.platform import Platform
+    from rattler.platform import Subdir
 
     from lockdock.progress import interactive
 
@@ -363,7 +363,7 @@ def _install_conda(
             records,
             target_prefix=prefix,
             cache_dir=cache,
-            platform=Platform(platform),
+            platform=Subdir(platform),
             execute_link_scripts=False,
             show_progress=interactive(),
         )
