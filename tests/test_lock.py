@@ -325,3 +325,17 @@ def test_a_failing_write_leaves_the_old_lock(
         ".lockdock", "conda-lock.yml", "environment.yml", "images"
     ]
     capsys.readouterr()
+
+
+def test_unreachable_python_index_is_a_network_error(
+    tmp_path: Path, served_channel: ServedChannel, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("UV_DEFAULT_INDEX", f"http://127.0.0.1:{_closed_port()}/simple")
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    env = CPU_ENV.format(channel=served_channel.url) + "  - pip\n  - pip:\n    - requests\n"
+    project = write_project(tmp_path, env)
+    assert run_cli(project, "lock") == 5
+    err = capsys.readouterr().err
+    assert "could not reach the Python package index" in err and "UV_DEFAULT_INDEX" in err
+    assert not (project / "conda-lock.yml").exists()
