@@ -43,7 +43,9 @@ class NondeterministicTinyConvNet(gatekit.TinyConvNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2)
         features = self.dropout(torch.flatten(h, 1))
-        out: torch.Tensor = UnorderedAccumulationLinear.apply(features, self.fc.weight, self.fc.bias)
+        out: torch.Tensor = UnorderedAccumulationLinear.apply(
+            features, self.fc.weight, self.fc.bias
+        )
         return out
 
 

@@ -1,0 +1,183 @@
+"""The gate payload on the host's PyTorch: it passes as is, and each injected fault makes
+exactly its gate fail (a gate that cannot fail is a defect).
+
+Each run is the real payload (``tests/image``) in a fresh ``python -m pytest``, the way the
+image runs it, with results parsed by ``lockdock.gates`` as ``lockdock test`` parses them.
+Faults come from the test-only plugin ``tests/gate_faults/lockdock_gate_faults.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lockdock import gates
+
+ROOT = Path(__file__).resolve().parents[1]
+PAYLOAD = ROOT / "tests" / "image"
+FAULTS = ROOT / "tests" / "gate_faults"
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None,
+    reason="PyTorch is not installed in this environment (pip install torch==2.13.0)",
+)
+
+
+@dataclass(frozen=True)
+class PayloadRun:
+    report: gates.GateReport
+    seconds: float
+    output: str
+
+    def failed_ids(self) -> set[str]:
+        return {case.test_id for case in self.report.failed}
+
+    def failed_checks(self) -> list[gates.Observation]:
+        return [o for o in self.report.observations if not o.ok]
+
+
+def host_expectations() -> gates.Expectations:
+    """What the host's environment is, as the labels/lock would say for a cpu image."""
+    return gates.Expectations(
+        flavor="cpu",
+        python=platform.python_version(),
+        torch=importlib.metadata.version("torch"),
+        cuda="none",
+        prefix=sys.prefix,
+    )
+
+
+def run_payload(
+    results: Path, expected: gates.Expectations, fault: str | None = None
+) -> PayloadRun:
+    results.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKDOCK_")}
+    env.update(expected.as_environment())
+    env.update(LOCKDOCK_GATES_RESULTS=str(results), PYTHONDONTWRITEBYTECODE="1")
+    command = [sys.executable, "-m", "pytest", str(PAYLOAD), f"--junitxml={results / 'junit.xml'}"]
+    if fault:
+        env["LOCKDOCK_GATES_FAULT"] = fault
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULTS), env.get("PYTHONPATH")]))
+        command += ["-p", "lockdock_gate_faults"]
+    started = time.monotonic()
+    process = subprocess.run(
+        command, cwd=results, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    seconds = time.monotonic() - started
+    output = process.stdout + process.stderr
+    image = gates.ImageUnderTest(
+        reference="host", digest="sha256:" + "0" * 64, flavor=expected.flavor, platform="host"
+    )
+
+    def load(name: str) -> Any:
+        path = results / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    junit = results / "junit.xml"
+    report = gates.build_report(
+        image,
+        expected,
+        junit=junit.read_text() if junit.is_file() else None,
+        observations=load("observations.json"),
+        fingerprint=load("fingerprint.json"),
+        gpu=False,
+        exit_code=process.returncode,
+        log_tail=output[-3000:],
+    )
+    return PayloadRun(report=report, seconds=seconds, output=output)
+
+
+@pytest.fixture(scope="module")
+def happy_run(tmp_path_factory: pytest.TempPathFactory) -> PayloadRun:
+    return run_payload(tmp_path_factory.mktemp("gates-happy"), host_expectations())
+
+
+def test_payload_passes_on_host_torch(happy_run: PayloadRun, record_property: Any) -> None:
+    record_property("payload_wall_seconds", round(happy_run.seconds, 1))
+    print(f"\ngate payload wall time on the host: {happy_run.seconds:.1f} s")
+    report = happy_run.report
+    assert report.passed, (report.problems, [c.test_id for c in report.failed], happy_run.output)
+    assert report.exit_code == 0
+    # Every gate ran something here; only GPU checks skip, each with its reason.
+    for gate in gates.REQUIRED_GATES:
+        assert any(c.gate == gate and c.outcome == "passed" for c in report.cases), gate
+    skipped = [c for c in report.cases if c.outcome == "skipped"]
+    assert skipped and all("CUDA" in c.message for c in skipped), [c.message for c in skipped]
+    # The checklist rows the report promises are there, each with an observed value.
+    checks = {o.check for o in report.observations}
+    for wanted in (
+        "determinism hash (sha256 of every state_dict tensor) equal",
+        "initial loss ≈ ln k, k=4 (cpu)",
+        "gradients present (cpu)",
+        "gradient magnitude (cpu)",
+        "outputs finite (cpu)",
+        "PyTorch build matches flavor",
+    ):
+        assert wanted in checks
+    assert all(o.ok for o in report.observations)
+    # The numerics fingerprint: determinism hash and reference outputs for the CPU.
+    cpu = report.fingerprint["devices"]["cpu"]
+    assert len(cpu["determinism"]["state_sha256"]) == 64
+    assert {"matmul_float64", "conv2d_float32", "sdpa_float32"} <= set(cpu["reference_outputs"])
+    markdown = gates.render_markdown(report)
+    assert "— PASSED" in markdown and "| determinism |" in markdown
+
+
+# fault -> (payload expectations, the test ids that must fail, a check that must read false)
+FAULT_CASES = {
+    "nondeterministic-op": (
+        {},
+        {"test_determinism::test_same_seed_is_bitwise_identical_across_processes[cpu]"},
+        "losses bitwise equal in two fresh processes",
+    ),
+    "wrong-backward": (
+        {},
+        {"test_gradients::test_gradcheck[cpu-custom_function]"},
+        "gradcheck custom_function (float64, cpu)",
+    ),
+    "detached-parameter": (
+        {},
+        {"test_gradients::test_every_trainable_parameter_has_a_gradient[cpu]"},
+        "gradients present (cpu)",
+    ),
+    "cuda-without-cuda": (
+        {"flavor": "cuda", "cuda": "12.8"},
+        {
+            "test_environment::test_torch_build_matches_flavor",
+            "test_environment::test_cuda_version",
+        },
+        "PyTorch build matches flavor",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULT_CASES))
+def test_fault_fails_exactly_its_gate(
+    fault: str, tmp_path: Path, happy_run: PayloadRun, record_property: Any
+) -> None:
+    overrides, must_fail, failing_check = FAULT_CASES[fault]
+    expected = replace(host_expectations(), **overrides)
+    plugin_fault = None if fault == "cuda-without-cuda" else fault  # that one is pure data
+    run = run_payload(tmp_path, expected, plugin_fault)
+    record_property("payload_wall_seconds", round(run.seconds, 1))
+    assert run.report.exit_code == 1, run.output[-3000:]
+    assert run.failed_ids() == must_fail, run.output[-3000:]
+    assert failing_check in {o.check for o in run.failed_checks()}
+    assert not run.report.passed
+    record = gates.gate_record(run.report)
+    assert record["passed"] is False and set(record["failed"]) == must_fail
+    # Everything the fault does not touch still passes, as in the clean run.
+    clean_passed = {c.test_id for c in happy_run.report.cases if c.outcome == "passed"}
+    now_passed = {c.test_id for c in run.report.cases if c.outcome == "passed"}
+    assert now_passed == clean_passed - must_fail
