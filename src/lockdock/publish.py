@@ -72,6 +72,7 @@ GATE_FILE = "gate.json"
 SBOM_FILE = "sbom.cdx.json"
 DOCKER_TO_CONDA = {"linux/amd64": "linux-64", "linux/arm64": "linux-aarch64"}
 _ARCH = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
+_PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 _TRANSIENT = re.compile(
     r"connection refused|connection reset|broken pipe|\bEOF\b|timeout|timed out|"
     r"temporar|unavailable|too many requests|\b(429|500|502|503|504)\b|"
@@ -427,7 +428,9 @@ class DockerPusher:
                     message = str(detail.get("message") or line.get("error"))
                     raise RegistryError(f"Pushing {repository}:{tag} failed: {message}")
                 aux = line.get("aux") or {}
-                digest = aux.get("Digest") or digest
+                # classic store: an aux record; containerd store: "tag: digest: sha256:… size: n"
+                found = _PUSHED_DIGEST.search(str(line.get("status", "")))
+                digest = aux.get("Digest") or (found.group(1) if found else None) or digest
         except docker.errors.APIError as error:
             raise RegistryError(f"Pushing {repository}:{tag} failed: {error.explanation or error}")\
                 from None
