@@ -568,6 +568,7 @@ def run_in_image(
     """Run the payload in ``image``; returns (pytest's exit code, the log). Results land in
     ``results`` (made writable for the image's non-root user)."""
     import docker.errors
+    import requests
     from docker.types import DeviceRequest
 
     results.chmod(0o777)  # the container's user (uid 1000) writes here
@@ -611,10 +612,8 @@ def run_in_image(
             f"The Docker engine could not run the gates in {image.reference} ({error})."
             + (" Is the NVIDIA container toolkit installed?" if gpu else "")
         ) from None
-    except Exception as error:  # requests' ReadTimeout from wait(): the payload hung
-        if type(error).__name__ in ("ReadTimeout", "ConnectionError"):
-            return -1, f"the payload did not finish within {timeout_s:.0f} s ({error})"
-        raise
+    except requests.exceptions.RequestException as error:  # wait() timed out: payload hung
+        return -1, f"the payload did not finish within {timeout_s:.0f} s ({error})"
     finally:
         if container is not None:
             with contextlib.suppress(docker.errors.DockerException):
