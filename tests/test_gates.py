@@ -454,3 +454,22 @@ def test_gate_flavor_writes_report_then_raises_on_failure(tmp_path: Path) -> Non
 def test_gate_flavor_unknown_flavor_is_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="Unknown flavor 'rocm'"):
         gates.gate_flavor(_project(tmp_path), "rocm", client=FakeClient())
+
+
+def test_run_in_image_hung_payload_is_a_result_and_the_container_goes(tmp_path: Path) -> None:
+    import requests
+
+    client = FakeClient()
+
+    def hang(timeout: float) -> dict[str, int]:
+        raise requests.exceptions.ReadTimeout("read timed out")
+
+    client.containers.container.wait = hang  # type: ignore[method-assign]
+    code, log = gates.run_in_image(client, IMAGE, tmp_path, tmp_path, {}, gpu=False, timeout_s=5)
+    assert code == -1 and "did not finish within 5 s" in log
+    assert client.containers.container.removed
+    report = gates.build_report(
+        IMAGE, EXPECTED, junit=None, observations=None, fingerprint=None, gpu=False,
+        exit_code=code,
+    )  # fmt: skip
+    assert not report.passed and "exited with code -1" in report.problems[0]
