@@ -236,12 +236,22 @@ def test_image(
               help="Repository to push to, e.g. ghcr.io/org/lockdock or 127.0.0.1:5000/demo.")
 @click.option("--image", "images", multiple=True, metavar="REF",
               help="Local image to publish (one per platform; default: the flavor's build).")
+@click.option("--platform-only", is_flag=True,
+              help="Push each image under <content tag>-<arch> only (one CI runner per "
+              "platform); no moving tag, nothing recorded.")
+@click.option("--merge", is_flag=True,
+              help="Index the per-platform images --platform-only pushed, then push the "
+              "tags and record them (gate reports of every platform must be here).")
 @pass_ctx
-def publish(ctx: _Context, flavor: str, repository: str, images: tuple[str, ...]) -> None:
+def publish(ctx: _Context, flavor: str, repository: str, images: tuple[str, ...],
+            platform_only: bool, merge: bool) -> None:
     """Push a gated image: content-addressed tag, descriptive tag, then moving tags."""
     from lockdock import publish as publishing
 
-    publishing.publish_flavor(ctx.project_dir, flavor, repository, images)
+    if platform_only and merge:
+        raise click.UsageError("--platform-only and --merge exclude each other.")
+    mode = "platform" if platform_only else "merge" if merge else "all"
+    publishing.publish_flavor(ctx.project_dir, flavor, repository, images, mode)
 
 
 @cli.command()
