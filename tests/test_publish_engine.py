@@ -344,3 +344,47 @@ def test_published_devcontainer_runs_the_pinned_image(engine: Any, project: Path
     assert config["image"].endswith(f"@{digest}")
     assert subprocess.run(["docker", "pull", config["image"]], capture_output=True).returncode == 0
 
+
+
+def test_one_runner_per_platform_then_merge(engine: Any, project: Path, repo: str) -> None:
+    """The CI split: each platform's runner pushes `<content tag>-<arch>`; a last job merges."""
+    content = f"split {uuid.uuid4()}"
+    amd, arm = docker_import(content, "linux/amd64"), docker_import(content, "linux/arm64")
+    for image, platform in ((amd, "linux/amd64"), (arm, "linux/arm64")):
+        write_gate(project, "cpu", image_id(image), platform=platform)
+        assert run("-C", str(project), "publish", "cpu", "--registry", repo, "--image", image,
+                   "--platform-only") == 0
+    ca_tag = f"cpu-{publish.sha256_file(project / 'conda-lock.yml')[:12]}"
+    assert tag_digest(repo, f"{ca_tag}-amd64") == image_id(amd)
+    assert tag_digest(repo, f"{ca_tag}-arm64") == image_id(arm)
+    assert tag_digest(repo, ca_tag) is None and tag_digest(repo, "cpu") is None
+    assert not (project / "images.lock.json").exists()
+
+    # the merge job has the gate reports (CI artifacts), not the images
+    for image in (amd, arm):
+        subprocess.run(["docker", "image", "rm", "-f", image], check=True, capture_output=True)
+    assert run("-C", str(project), "publish", "cpu", "--registry", repo, "--merge") == 0
+    (record,) = json.loads((project / "images.lock.json").read_text())["images"]
+    assert record["tags"][0] == ca_tag
+    assert {p: v["digest"] for p, v in record["platforms"].items()} == {
+        "linux/amd64": record["platforms"]["linux/amd64"]["image_id"],
+        "linux/arm64": record["platforms"]["linux/arm64"]["image_id"],
+    }
+    index = json.loads(RegistryClient().manifest_bytes(parse_reference(f"{repo}:latest"))[0])
+    assert len(index["manifests"]) == 2 and record["digest"] == tag_digest(repo, "latest")
+
+
+def test_merge_refuses_a_platform_whose_gate_failed(engine: Any, project: Path, repo: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    content = f"split-fail {uuid.uuid4()}"
+    amd, arm = docker_import(content, "linux/amd64"), docker_import(content, "linux/arm64")
+    write_gate(project, "cpu", image_id(amd), platform="linux/amd64")
+    assert run("-C", str(project), "publish", "cpu", "--registry", repo, "--image", amd,
+               "--platform-only") == 0
+    write_gate(project, "cpu", image_id(arm), platform="linux/arm64")
+    assert run("-C", str(project), "publish", "cpu", "--registry", repo, "--image", arm,
+               "--platform-only") == 0
+    write_gate(project, "cpu", image_id(arm), platform="linux/arm64", passed=False)
+    assert run("-C", str(project), "publish", "cpu", "--registry", repo, "--merge") == 14
+    assert "gates failed" in capsys.readouterr().err
+    assert tag_digest(repo, "cpu") is None

@@ -42,6 +42,7 @@ with ``docker buildx imagetools create`` (same sources, so the same index digest
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -67,7 +68,6 @@ from lockdock.registry import ImageRef, parse_reference
 
 IMAGES_LOCK = "images.lock.json"
 IMAGES_LOCK_VERSION = 1
-REPORTS_DIR = Path(".lockdock") / "reports"
 GATE_FILE = "gate.json"
 SBOM_FILE = "sbom.cdx.json"
 DOCKER_TO_CONDA = {"linux/amd64": "linux-64", "linux/arm64": "linux-aarch64"}
@@ -113,6 +113,7 @@ class PublishPlan:
     images: tuple[LocalImage, ...]
     tags: TagPlan
     gate_reports: Mapping[str, Path]  # platform -> gate.json
+    platform_only: bool = False  # push each platform under its <content tag>-<arch> only
 
     @property
     def multi_platform(self) -> bool:
@@ -120,16 +121,23 @@ class PublishPlan:
 
     def platform_tag(self, image: LocalImage) -> str:
         """The tag one platform's image is pushed under."""
-        if not self.multi_platform:
+        if not self.multi_platform and not self.platform_only:
             return self.tags.content_addressed
-        return f"{self.tags.content_addressed}-{_ARCH.get(image.platform, image.platform)}"
+        return arch_tag(self.tags.content_addressed, image.platform)
+
+
+def arch_tag(content_tag: str, platform: str) -> str:
+    return f"{content_tag}-{_ARCH.get(platform, platform.replace('/', '-'))}"
 
 
 # --- planning (pure) -------------------------------------------------------------------
 
 
 def gate_report_path(project_root: Path, flavor: str, digest: str) -> Path:
-    return project_root / REPORTS_DIR / flavor / digest.removeprefix("sha256:") / GATE_FILE
+    """Where ``lockdock test`` writes the verdict for this image (``gates.report_dir``)."""
+    from lockdock.gates import report_dir
+
+    return report_dir(project_root, flavor, digest) / GATE_FILE
 
 
 def gate_refusal(report: Mapping[str, Any] | None, path: Path, flavor: str,
@@ -380,11 +388,21 @@ def _with_retries(action: Callable[[], str], what: str, attempts: int, backoff: 
 
 
 class DockerPusher:
-    """Tag and push through the Docker SDK; index creation through buildx imagetools."""
+    """Tag and push through the Docker SDK; index creation through buildx imagetools.
+
+    The engine is connected on first use: a merge (indexes only) needs no engine.
+    """
 
     def __init__(self, client: Any = None, *, attempts: int | None = None,
                  backoff: float | None = None) -> None:
-        if client is None:
+        self._client = client
+        self.attempts = attempts or int(os.environ.get("LOCKDOCK_PUSH_ATTEMPTS", "4"))
+        self.backoff = backoff if backoff is not None else float(
+            os.environ.get("LOCKDOCK_PUSH_BACKOFF", "2"))
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
             import docker
 
             try:
@@ -395,10 +413,8 @@ class DockerPusher:
                     f"The Docker engine does not answer ({error}).",
                     hint="Start it (as root: `ci/engine start`).",
                 ) from None
-        self.client = client
-        self.attempts = attempts or int(os.environ.get("LOCKDOCK_PUSH_ATTEMPTS", "4"))
-        self.backoff = backoff if backoff is not None else float(
-            os.environ.get("LOCKDOCK_PUSH_BACKOFF", "2"))
+            self._client = client
+        return self._client
 
     def inspect(self, reference: str) -> LocalImage:
         import docker.errors
@@ -476,8 +492,19 @@ def execute(
     platform_digests: dict[str, str] = {}
     for image in plan.images:
         tag = plan.platform_tag(image)
+        if image.reference == f"{repo}@{image.digest}":  # merge: already in the registry
+            platform_digests[image.platform] = image.digest
+            continue
         report(f"push {repo}:{tag} ({image.platform}, image {image.digest[:19]})")
         platform_digests[image.platform] = pusher.push(image, repo, tag)
+    if plan.platform_only:
+        for image in plan.images:
+            tag = plan.platform_tag(image)
+            current = resolve(plan.repository.with_tag(tag))
+            if current != platform_digests[image.platform]:
+                raise RegistryError(f"Registry says {repo}:{tag} is {current}, expected "
+                                    f"{platform_digests[image.platform]} after pushing.")
+        return "", platform_digests
     if not plan.multi_platform:
         image = plan.images[0]
         digest = platform_digests[image.platform]
@@ -531,6 +558,28 @@ def load_report(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def registry_images(client: Any, repository: ImageRef, lock: Lock, content_tag: str) \
+        -> list[LocalImage]:
+    """The per-platform images ``publish --platform-only`` pushed, read from the registry."""
+    images = []
+    for platform, conda_platform in sorted(DOCKER_TO_CONDA.items()):
+        if conda_platform not in lock.platforms:
+            continue
+        ref = repository.with_tag(arch_tag(content_tag, platform))
+        digest = client.tag_digest_or_none(ref)
+        if digest is None:
+            continue
+        config = client.image_config(ref)
+        actual = f"{config.get('os', 'linux')}/{config.get('architecture', '')}"
+        if actual != platform:
+            raise RegistryError(f"{ref} is a {actual} image, not {platform}.")
+        labels = (config.get("config") or {}).get("Labels") or {}
+        images.append(LocalImage(platform=platform, reference=f"{repository.name}@{digest}",
+                                 digest=digest, created=config.get("created"),
+                                 labels=dict(labels)))
+    return images
+
+
 def publish(
     project_root: Path,
     flavor: str,
@@ -538,24 +587,41 @@ def publish(
     repository_text: str,
     image_refs: Sequence[str],
     *,
+    mode: str = "all",
     pusher: Any = None,
-    resolve: Callable[[ImageRef], str] | None = None,
+    registry: Any = None,
     report: Callable[[str], None] = say,
     today: str | None = None,
 ) -> dict[str, Any]:
-    """``lockdock publish``: check gates, push in order, record in images.lock.json."""
+    """``lockdock publish``: check gates, push in order, record in images.lock.json.
+
+    ``mode``: ``all`` (push the given images and every tag); ``platform`` (push each given
+    image under ``<content tag>-<arch>`` only: one CI runner per platform); ``merge`` (take
+    those per-platform images from the registry, then index, tags and record as ``all``).
+    """
     repository = parse_reference(repository_text)
     if repository.tag or repository.digest:
         raise UsageError(
             f"--registry {repository_text} names a tag or digest: give REGISTRY/NAME only; "
             "lockdock chooses the tags."
         )
-    pusher = pusher or DockerPusher()
-    if resolve is None:
+    if registry is None:
         from lockdock.registry import RegistryClient
 
-        resolve = RegistryClient().resolve
-    images = [pusher.inspect(ref) for ref in image_refs]
+        registry = RegistryClient()
+    pusher = pusher or DockerPusher()
+    lock_hash = sha256_file(lock.path)
+    if mode == "merge":
+        content_tag = plan_tags(flavor, lock_hash, "", "").content_addressed
+        images = registry_images(registry, repository, lock, content_tag)
+        if len(images) < 2:
+            raise UsageError(
+                f"--merge found {len(images)} per-platform image(s) of {flavor} in "
+                f"{repository.name} (tags {content_tag}-<arch>): it needs two. Push each "
+                "platform with --platform-only first, or publish a single platform directly."
+            )
+    else:
+        images = [pusher.inspect(ref) for ref in image_refs]
     platforms = [i.platform for i in images]
     if len(set(platforms)) != len(platforms):
         raise UsageError(f"Two images for one platform given: {', '.join(image_refs)}.")
@@ -568,7 +634,7 @@ def publish(
         flavor=flavor,
         repository=repository,
         lock=lock,
-        lock_hash=sha256_file(lock.path),
+        lock_hash=lock_hash,
         images=images,
         reports=reports,
         recorded_date=recorded_date(existing, flavor, repository.name,
@@ -577,7 +643,14 @@ def publish(
         today=today or datetime.now(UTC).strftime("%Y%m%d"),
     )
     write_sboms(plan)
-    digest, platform_digests = execute(plan, pusher, resolve, report)
+    if mode == "platform":
+        plan = dataclasses.replace(plan, platform_only=True)
+        _digest, platform_digests = execute(plan, pusher, registry.resolve, report)
+        for image in plan.images:
+            report(f"pushed {repository.name}:{plan.platform_tag(image)}@"
+                   f"{platform_digests[image.platform]} (no moving tag, nothing recorded)")
+        return {"platforms": platform_digests}
+    digest, platform_digests = execute(plan, pusher, registry.resolve, report)
     record = publication_record(plan, digest, platform_digests, project_root)
     write_text_atomic(project_root / IMAGES_LOCK,
                       render_images_lock(updated_images_lock(existing, record)))
@@ -586,20 +659,20 @@ def publish(
 
 
 def default_image_refs(project_root: Path, flavor: str) -> list[str]:
-    """The local images ``lockdock build`` made for ``flavor`` (one per platform)."""
-    raise UsageError(
-        f"Name the image(s) of {flavor} to publish with --image (the build's record is not "
-        "read yet)."
-    )
+    """The local image ``lockdock build FLAVOR`` tags (and ``lockdock test`` gates)."""
+    from lockdock.gates import default_image_reference
+
+    return [default_image_reference(flavor)]
 
 
 def publish_flavor(project_dir: Path, flavor: str, repository: str,
-                   images: Sequence[str]) -> dict[str, Any]:
+                   images: Sequence[str], mode: str = "all") -> dict[str, Any]:
     """The CLI's entry: the flavor's lock and images, then ``publish``."""
     from lockdock.lockfile import read_lock
     from lockdock.spec import load_project
 
     project = load_project(project_dir)
     (chosen,) = project.select([flavor])
-    refs = list(images) or default_image_refs(project.root, flavor)
-    return publish(project.root, flavor, read_lock(chosen.lock_path), repository, refs)
+    refs = list(images) or ([] if mode == "merge" else default_image_refs(project.root, flavor))
+    return publish(project.root, flavor, read_lock(chosen.lock_path), repository, refs,
+                   mode=mode)

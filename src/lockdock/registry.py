@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -250,6 +251,23 @@ class RegistryClient:
                 f"Registry {ref.registry} answered HTTP {response.status_code} for {ref}."
             )
         return bytes(response.content), str(response.headers.get("Content-Type", ""))
+
+    def image_config(self, ref: ImageRef) -> dict[str, Any]:
+        """The image config (``os``, ``architecture``, ``created``...) of a single-platform
+        manifest."""
+        body, _media_type = self.manifest_bytes(ref)
+        manifest = json.loads(body)
+        config = (manifest.get("config") or {}).get("digest")
+        if not config:
+            raise RegistryError(f"{ref} is not a single-platform image manifest.")
+        response = self._request("GET", ref, f"blobs/{config}", "*/*")
+        if response.status_code != 200:
+            raise RegistryError(
+                f"Registry {ref.registry} answered HTTP {response.status_code} for the config "
+                f"blob of {ref}."
+            )
+        data = response.json()
+        return data if isinstance(data, dict) else {}
 
     def tag_digest_or_none(self, ref: ImageRef) -> str | None:
         """Like ``resolve`` but None when the tag does not exist yet."""
