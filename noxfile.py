@@ -55,3 +55,50 @@ def test_cpu(session: nox.Session) -> None:
 def test_cuda(session: nox.Session) -> None:
     """Gate the cuda image (GPU checks run when the host has a GPU, else skip with a reason)."""
     _gate(session, "cuda")
+
+
+# --- CI: the GitHub workflows call only these (logic in lockdock and ci/) ---------------
+
+
+@nox.session(name="ci-build")
+def ci_build(session: nox.Session) -> None:
+    """Fetch, build and gate one flavor on this runner (posargs: FLAVOR CONDA_SUBDIR)."""
+    flavor, subdir = session.posargs
+    session.install("-e", ".")
+    session.run("lockdock", "fetch", flavor, "--platform", subdir)
+    session.run("lockdock", "build", flavor)
+    session.run("lockdock", "test", flavor)
+
+
+@nox.session(name="ci-publish-platform")
+def ci_publish_platform(session: nox.Session) -> None:
+    """Push this runner's gated image as <content tag>-<arch> (posargs: FLAVOR REGISTRY/NAME)."""
+    flavor, repository = session.posargs
+    session.install("-e", ".")
+    # GHCR names are lowercase; github.repository may not be.
+    session.run("lockdock", "publish", flavor, "--registry", repository.lower(),
+                "--platform-only")
+
+
+@nox.session(name="ci-release")
+def ci_release(session: nox.Session) -> None:
+    """Index the platforms, push every tag, sign and attest (posargs: FLAVOR REGISTRY/NAME)."""
+    flavor, repository = session.posargs
+    session.install("-e", ".")
+    session.run("lockdock", "publish", flavor, "--registry", repository.lower(), "--merge")
+    session.run("python", "ci/sign_and_attest.py", flavor, "--repository", repository.lower())
+
+
+@nox.session
+def relock(session: nox.Session) -> None:
+    """Weekly relock of one flavor: lock, build, gate, compare (posargs: FLAVOR)."""
+    session.install("-e", ".")
+    session.run("python", "ci/relock.py", "flavor", *session.posargs)
+
+
+@nox.session(name="relock-body")
+def relock_body(session: nox.Session) -> None:
+    """The relock pull request's body from every flavor's report."""
+    session.install("-e", ".")
+    session.run("python", "ci/relock.py", "body", ".lockdock/relock", "-o",
+                ".lockdock/relock/body.md")

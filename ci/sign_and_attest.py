@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Sign a published flavor with cosign (keyless) and attest its SBOMs.
+
+    python ci/sign_and_attest.py FLAVOR [--repository REG/NAME] [--dry-run]
+
+Reads images.lock.json (written by `lockdock publish`): signs the published digest (the index
+when several platforms were published, which covers every tag pointing at it), and attaches
+each platform's CycloneDX SBOM (written by publish next to its gate report) as an in-toto
+attestation to that platform's manifest digest. Keyless: cosign gets an OIDC token from
+GitHub Actions (`id-token: write`), no key is stored anywhere. `--dry-run` prints the cosign
+commands instead of running them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def commands(root: Path, flavor: str, repository: str | None) -> list[list[str]]:
+    data = json.loads((root / "images.lock.json").read_text(encoding="utf-8"))
+    records = [r for r in data["images"] if r["flavor"] == flavor
+               and (repository is None or r["repository"] == repository)]
+    if len(records) != 1:
+        raise SystemExit(f"images.lock.json has {len(records)} record(s) of {flavor}"
+                         f"{' in ' + repository if repository else ''}; expected one.")
+    (record,) = records
+    repo = record["repository"]
+    out = [["cosign", "sign", "--yes", f"{repo}@{record['digest']}"]]
+    for platform, entry in sorted(record["platforms"].items()):
+        sbom = root / Path(entry["gate_report"]).parent / "sbom.cdx.json"
+        if not sbom.is_file():
+            raise SystemExit(f"No SBOM for {platform} at {sbom}: publish writes it.")
+        out.append(["cosign", "attest", "--yes", "--type", "cyclonedx", "--predicate", str(sbom),
+                    f"{repo}@{entry['digest']}"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("flavor")
+    parser.add_argument("--repository")
+    parser.add_argument("--root", type=Path, default=ROOT)
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args(argv)
+    for command in commands(args.root, args.flavor, args.repository):
+        print("+", shlex.join(command), flush=True)
+        if not args.dry_run:
+            subprocess.run(command, check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
