@@ -157,6 +157,37 @@ def test_installer_modules_import_only_stdlib_yaml_and_rattler() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_cpython_package_marks_only_text_files_with_the_old_prefix(
+    install_channel: InstallChannel,
+) -> None:
+    import tarfile
+
+    with tarfile.open(install_channel.packages["python"], "r:bz2") as archive:
+        paths = json.load(archive.extractfile("info/paths.json"))  # type: ignore[arg-type]
+        marked = [e for e in paths["paths"] if "prefix_placeholder" in e]
+        assert marked, "the sysconfig data names the build prefix and must be relocated"
+        assert {e["file_mode"] for e in marked} == {"text"}
+        assert any("_sysconfigdata_" in e["_path"] for e in marked)
+        for entry in marked:
+            data = archive.extractfile(entry["_path"]).read()  # type: ignore[union-attr]
+            assert b"\0" not in data and entry["prefix_placeholder"].encode() in data
+            assert not data.startswith(b"\x7fELF")
+
+
+def test_cpython_packaging_problem_names_the_reason() -> None:
+    from dataclasses import replace
+
+    from lockdock.testing.cpython import packaging_problem, running_interpreter
+
+    interp = running_interpreter()
+    problem = packaging_problem(interp)
+    if problem:
+        pytest.skip(f"this interpreter cannot be packaged anyway: {problem}")
+    assert "libpython" in (packaging_problem(replace(interp, libraries=())) or "")
+    missing_exe = replace(interp, executable=Path("/nonexistent/python3"))
+    assert "/nonexistent/python3 does not exist" in (packaging_problem(missing_exe) or "")
+
+
 # --- installing -------------------------------------------------------------------------
 
 
@@ -174,10 +205,11 @@ def test_install_downloads_installs_and_verifies_a_working_prefix(
     out = run_in_prefix(
         prefix,
         "import sys, ssl, sqlite3, ctypes, tinylib, tinywheel, other_wheel;"
-        "print(sys.version.split()[0], sys.prefix, tinylib.ANSWER, other_wheel.VALUE)",
+        "print(sys.prefix, tinylib.ANSWER, other_wheel.VALUE); print(sys.version)",
     )
-    running = ".".join(map(str, sys.version_info[:3]))  # the packaged interpreter is ours
-    assert out.split() == [running, str(prefix), "42", "other"]
+    first, version = out.splitlines()
+    assert first.split() == [str(prefix), "42", "other"]
+    assert version == sys.version  # the packaged interpreter is this one, strings intact
     script = subprocess.run([str(prefix / "bin" / "tiny")], capture_output=True, text=True)
     assert script.stdout.strip() == "tiny"
     pip_check = run_in_prefix(prefix, "import pip; print(pip.__version__)")

@@ -51,6 +51,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -502,6 +503,8 @@ class InstallReport:
     pip: int
     fetched: int
     action: str
+    #: Seconds per phase: verify-store, conda, pip, verify-prefix.
+    seconds: Mapping[str, float] = field(default_factory=dict)
 
 
 def install(
@@ -537,7 +540,10 @@ def install(
     if missing:
         _say(f"fetching {len(missing)} artifact(s) into {store}")
         fetched = len(fetch(missing, store, jobs=jobs, verify_present=False).downloaded)
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
     verify_artifacts(artifacts, store, jobs=jobs)
+    seconds["verify-store"] = time.perf_counter() - clock
 
     # Only now is the prefix touched.
     if state == "interrupted":
@@ -552,16 +558,22 @@ def install(
     pip = [a for a in artifacts if a.manager == "pip"]
     _say(f"installing {len(conda)} conda package(s) into {prefix}")
     with _package_cache(prefix) as cache:
+        clock = time.perf_counter()
         _install_conda(conda, prefix, store, platform, cache)
     _normalise_conda_meta(prefix, conda)
+    seconds["conda"] = time.perf_counter() - clock
     _fault_point("after-conda")
     if pip:
         _say(f"installing {len(pip)} pip wheel(s) with {prefix}/bin/python")
+        clock = time.perf_counter()
         _install_pip(pip, prefix, store)
+        seconds["pip"] = time.perf_counter() - clock
     _fault_point("after-pip")
     (prefix / CONDA_META / INCOMPLETE_MARKER).unlink()
+    clock = time.perf_counter()
     try:
         verify_prefix(lock_path, prefix, platform, categories)
+        seconds["verify-prefix"] = time.perf_counter() - clock
     except IntegrityError:
         (prefix / CONDA_META / INCOMPLETE_MARKER).write_text(
             "lockdock install finished but the prefix does not match the lock\n",
@@ -569,7 +581,7 @@ def install(
         )
         raise
     _say(f"{prefix}: {len(conda)} conda + {len(pip)} pip package(s), verified against the lock")
-    return InstallReport(prefix, platform, len(conda), len(pip), fetched, state)
+    return InstallReport(prefix, platform, len(conda), len(pip), fetched, state, seconds)
 
 
 # --- command line (stdlib argparse: runs without click/rich) ----------------------------

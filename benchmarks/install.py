@@ -1,0 +1,136 @@
+"""Install time of the torch lock vs the time to just decompress the same artifacts.
+
+    python benchmarks/install.py [--runs 3] [--work DIR]
+
+The lock: the packaged CPython running this script (``lockdock.testing.cpython``) + the
+local torch 2.13.0 CPU wheel and its dependencies (``pip download torch==2.13.0``), all
+pinned by file:// URL + sha256 and fetched into a store first (fetch is not timed).
+
+Timed, each run into a fresh prefix at the same path:
+- ``install``: ``lockdock.install.install(..., offline=True)`` (verify store hashes, rattler
+  install, pip install with checked-hash pyc compilation, prefix verification);
+- ``decompress``: unpack the same artifact files into a scratch folder with the standard
+  library (tar.bz2 with ``tarfile``, wheels with ``zipfile``, ``.conda`` with zip + zstd):
+  the physical floor of reading and inflating those bytes on this machine.
+
+Prints medians and the install/decompress ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from lockdock import install, store
+from lockdock.lockfile import read_lock
+from lockdock.testing.cpython import build_cpython_package, packaging_problem
+from lockdock.testing.installs import (
+    TORCH_REQUIREMENT,
+    conda_entry,
+    download_wheels,
+    wheel_entry,
+    write_lock,
+)
+
+
+def decompress(artifact_file: Path, dest: Path) -> None:
+    name = artifact_file.name
+    if name.endswith(".tar.bz2"):
+        with tarfile.open(artifact_file, "r:bz2") as archive:
+            archive.extractall(dest, filter="tar")
+    elif name.endswith(".whl"):
+        with zipfile.ZipFile(artifact_file) as archive:
+            archive.extractall(dest)
+    elif name.endswith(".conda"):
+        import io
+
+        import zstandard  # only for .conda artifacts
+
+        with zipfile.ZipFile(artifact_file) as archive:
+            for member in archive.namelist():
+                if member.endswith(".tar.zst"):
+                    raw = zstandard.ZstdDecompressor().stream_reader(
+                        io.BytesIO(archive.read(member))
+                    )
+                    with tarfile.open(fileobj=raw, mode="r|") as inner:
+                        inner.extractall(dest, filter="tar")
+    else:
+        raise ValueError(f"unknown artifact type: {name}")
+
+
+def tree_size(root: Path) -> int:
+    return sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: tmp)")
+    args = parser.parse_args()
+    problem = packaging_problem()
+    if problem:
+        print(f"skipped: cannot package this CPython: {problem}", file=sys.stderr)
+        return 0
+    work = args.work or Path(tempfile.mkdtemp(prefix="lockdock-bench-install."))
+    work.mkdir(parents=True, exist_ok=True)
+    channel = work / "channel"
+    python_pkg = next(channel.glob("*/python-*.tar.bz2"), None) or build_cpython_package(channel)
+    wheels = sorted((work / "wheels").glob("*.whl")) or download_wheels(
+        work / "wheels", [TORCH_REQUIREMENT], deps=True
+    )
+    lock = write_lock(
+        work / "conda-lock.yml", [conda_entry(python_pkg), *(wheel_entry(w) for w in wheels)]
+    )
+    store_dir = work / "store"
+    artifacts = store.lock_artifacts(read_lock(lock), ["linux-64"])
+    store.fetch(artifacts, store_dir)
+    files = [store.artifact_path(store_dir, a) for a in artifacts]
+    artifact_bytes = sum(f.stat().st_size for f in files)
+
+    prefix, scratch = work / "env", work / "unpacked"
+    install_s, unpack_s = [], []
+    phases: dict[str, list[float]] = {}
+    for run in range(args.runs):
+        for path in (prefix, scratch):
+            shutil.rmtree(path, ignore_errors=True)
+        os.sync()
+        started = time.perf_counter()
+        report = install.install(lock, prefix, platform="linux-64", store=store_dir, offline=True)
+        install_s.append(time.perf_counter() - started)
+        for phase, seconds in report.seconds.items():
+            phases.setdefault(phase, []).append(seconds)
+
+        os.sync()
+        started = time.perf_counter()
+        for index, artifact_file in enumerate(files):
+            decompress(artifact_file, scratch / str(index))
+        unpack_s.append(time.perf_counter() - started)
+        print(f"run {run + 1}: install {install_s[-1]:.1f} s, decompress {unpack_s[-1]:.1f} s",
+              file=sys.stderr)  # fmt: skip
+
+    med_install, med_unpack = statistics.median(install_s), statistics.median(unpack_s)
+    size = tree_size(prefix) / 1e6
+    print(f"\nTorch lock: {len(files)} artifacts, {artifact_bytes / 1e6:.0f} MB compressed, "
+          f"prefix {size:.0f} MB, {args.runs} runs, cpus={os.cpu_count()}\n")  # fmt: skip
+    print("| step | median s | min s | max s |")
+    print("|---|---:|---:|---:|")
+    rows = [("install (lockdock), total", install_s)]
+    rows += [(f"  install phase: {name}", values) for name, values in phases.items()]
+    rows += [("decompress only (stdlib)", unpack_s)]
+    for label, values in rows:
+        print(f"| {label} | {statistics.median(values):.1f} | {min(values):.1f} | "
+              f"{max(values):.1f} |")  # fmt: skip
+    print(f"\ninstall / decompress = {med_install / med_unpack:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
