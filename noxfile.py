@@ -102,3 +102,11 @@ def relock_body(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("python", "ci/relock.py", "body", ".lockdock/relock", "-o",
                 ".lockdock/relock/body.md")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The offline pipeline end to end: local channel, lock, fetch, build, gate, publish to
+    127.0.0.1:5000, pin (needs root: ci/engine, debootstrap). Ends with the pinned reference."""
+    _install(session)
+    session.run("python", "ci/demo.py", *session.posargs)
