@@ -21,7 +21,8 @@ rerun would push a second descriptive tag. It is, in order: the image's creation
 reproducible build derives it from SOURCE_DATE_EPOCH, so it is a property of the digest) when
 it is a real date (after 2000); else ``SOURCE_DATE_EPOCH`` from the environment; else the date
 ``images.lock.json`` already records for this same digest; else today (UTC), which is then
-recorded.
+recorded. (Only that last fallback can differ between a failed run and a rerun on another
+day, and only for images without a build date, e.g. ``docker import``-ed ones.)
 
 Failure and rerun: pushes go in the order above and stop at the first failure, so a failed
 run never moves a moving tag. ``images.lock.json`` is written (atomically) only after every
@@ -38,6 +39,12 @@ manifest errors.
 Multi-arch: when both linux/amd64 and linux/arm64 images of a flavor are given, each is
 pushed under ``<content tag>-<arch>`` and an OCI index over both is created for every tag
 with ``docker buildx imagetools create`` (same sources, so the same index digest for each).
+When each platform is built on its own CI runner, ``mode="platform"`` (``--platform-only``)
+pushes just ``<content tag>-<arch>`` from each runner, and ``mode="merge"`` (``--merge``)
+reads those manifests back from the registry, checks every platform's gate report, and makes
+the index, the tags and the record. Gate reports are keyed by the engine's image id; with the
+containerd image store (``ci/engine``, the workflows) that id is the pushed manifest digest,
+which is what makes a report found by the registry's digest valid.
 """
 
 from __future__ import annotations
