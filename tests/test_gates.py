@@ -6,6 +6,7 @@ test_e2e_gates.py (inside the cpu image)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,11 @@ def test_render_markdown() -> None:
     assert "- 1 tests: no CUDA device visible" in markdown
     assert "| cpu | ffffffffffffffff | 0.75 | matmul_float64 aaaaaaaaaaaa |" in markdown
     assert "| lock content hash | deadbeef | |" in markdown
+    unlabelled = gates.build_report(
+        replace(IMAGE, labels={}), EXPECTED, junit=JUNIT, observations=OBSERVATIONS,
+        fingerprint=None, gpu=False, exit_code=1,
+    )  # fmt: skip
+    assert "| lock content hash | — | |" in gates.render_markdown(unlabelled)
     assert "E   gradcheck failed" in markdown  # log tail shown on failure
 
 

@@ -352,7 +352,7 @@ def build_report(
 
 
 def _cell(value: object) -> str:
-    text = " ".join(str(value).split())
+    text = "" if value is None else " ".join(str(value).split())
     return text.replace("|", "\\|") if text else "—"
 
 
