@@ -8,6 +8,7 @@ the real payload in real images.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
@@ -50,7 +51,7 @@ def _tiny_lock_text(marker: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Any:
+def engine() -> Iterator[Any]:
     docker = pytest.importorskip("docker")
     try:
         client = docker.from_env()
@@ -61,7 +62,14 @@ def engine() -> Any:
         RegistryClient(retries=0).tag_digest_or_none(parse_reference(f"{REGISTRY}/probe/x:y"))
     except Exception as error:
         pytest.skip(f"no registry at {REGISTRY} ({error}); as root run `ci/engine start`")
-    return client
+    yield client
+    # leave the engine as we found it: drop the local tags these tests made
+    for image in client.images.list():
+        names = [*image.tags, *(image.attrs.get("RepoDigests") or [])]
+        for name in names:
+            if name.startswith("lockdock-test/publish:") or "/lockdock-test/" in name:
+                with contextlib.suppress(Exception):
+                    client.images.remove(name, noprune=False)
 
 
 def docker_import(content: str, platform: str = "linux/amd64") -> str:
