@@ -39,6 +39,32 @@ def lock(session: nox.Session) -> None:
     session.run("lockdock", "lock", *session.posargs)
 
 
+def _build(session: nox.Session, flavor: str) -> None:
+    """`lockdock build FLAVOR` (posargs: --base-image REF, --builder NAME, --force, ...)."""
+    session.install("-e", ".")
+    session.run("lockdock", "build", flavor, *session.posargs)
+
+
+@nox.session(name="build-cpu")
+def build_cpu(session: nox.Session) -> None:
+    """Build the cpu image from the fetched store (BuildKit, no network, reproducible)."""
+    _build(session, "cpu")
+
+
+@nox.session(name="build-cuda")
+def build_cuda(session: nox.Session) -> None:
+    """Build the cuda image from the fetched store."""
+    _build(session, "cuda")
+
+
+@nox.session
+def dockerfile(session: nox.Session) -> None:
+    """Regenerate the top-level Dockerfile from images/base + images/cpu."""
+    session.install("-e", ".")
+    session.run("python", "-c",
+                "from lockdock.image import write_top_level_dockerfile as w; print(w('.'))")
+
+
 def _gate(session: nox.Session, flavor: str) -> None:
     """`lockdock test FLAVOR` in the flavor's image (posargs: e.g. --image REF)."""
     session.install("-e", ".")

@@ -193,6 +193,50 @@ def install(
 
 # --- build / verify-repro (store -> image) -------------------------------------------
 
+_PLATFORM = click.Choice(["linux/amd64", "linux/arm64"])
+
+
+@cli.command()
+@click.argument("flavor")
+@click.option("--platform", type=_PLATFORM, default=None,
+              help="Docker platform (default: this machine's).")
+@click.option("--base-image", default=None, metavar="REF",
+              help="Base image (default: images/base/Dockerfile's BASE_IMAGE, pinned by digest).")
+@click.option("--builder", default=None, help="buildx builder (remote, Kubernetes...).")
+@click.option("--name", default=None, help="Image name (default: lockdock/FLAVOR).")
+@click.option("--force", is_flag=True, help="Rebuild even when the content-addressed tag exists.")
+@pass_ctx
+def build(ctx: _Context, flavor: str, platform: str | None, base_image: str | None,
+          builder: str | None, name: str | None, force: bool) -> None:
+    """Build FLAVOR's image from the fetched store with BuildKit, no network, reproducibly.
+
+    Tags NAME:FLAVOR-<lock sha256[:12]> (content-addressed), a descriptive and NAME:latest;
+    does nothing when the content-addressed tag exists (unless --force). Prints the digest.
+    """
+    from lockdock.image import build_command
+
+    build_command(ctx.project_dir, flavor, platform=platform, base_image=base_image,
+                  builder=builder, name=name, force=force)
+
+
+@cli.command("verify-repro")
+@click.argument("flavor")
+@click.option("--platform", type=_PLATFORM, default=None,
+              help="Docker platform (default: this machine's).")
+@click.option("--base-image", default=None, metavar="REF", help="Base image (as for build).")
+@click.option("--builder", default=None, help="buildx builder.")
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep both OCI layouts in this folder.")
+@pass_ctx
+def verify_repro(ctx: _Context, flavor: str, platform: str | None, base_image: str | None,
+                 builder: str | None, keep: Path | None) -> None:
+    """Build FLAVOR twice with --no-cache; exit 12 naming differing files if digests differ."""
+    from lockdock.image import verify_repro_command
+
+    verify_repro_command(ctx.project_dir, flavor, platform=platform, base_image=base_image,
+                         builder=builder, keep=keep)
+
+
 # --- test (image -> gate report) -----------------------------------------------------
 
 
@@ -224,7 +268,6 @@ def test_image(
     from lockdock.gates import gate_flavor
 
     gate_flavor(ctx.project_dir, flavor, image_ref=image_ref, payload=payload, gpu=gpu)
-
 
 
 # --- publish / pin / devcontainer / sbom (report -> registry -> projects) -----------

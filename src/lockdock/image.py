@@ -984,3 +984,44 @@ def verify_repro(
     say(f"verify-repro {plan.flavor}: identical")
     return result
 
+
+
+def _fresh_project(project_dir: Path, flavor: str, builder: str | None) -> None:
+    """Engine first (before any work), then the flavor and its lock (``lock --check``)."""
+    from lockdock.lock import require_fresh_locks
+
+    check_engine(builder)
+    project = load_project(project_dir)
+    project.select([flavor])
+    require_fresh_locks(project, [flavor])
+
+
+def build_command(
+    project_dir: Path,
+    flavor: str,
+    *,
+    platform: str | None = None,
+    base_image: str | None = None,
+    builder: str | None = None,
+    name: str | None = None,
+    force: bool = False,
+) -> BuildResult:
+    """What ``lockdock build`` and ``nox -s build-cpu|build-cuda`` run."""
+    _fresh_project(project_dir, flavor, builder)
+    return build(project_dir, flavor, platform=platform, base_image=base_image,
+                 builder=builder, name=name, force=force)
+
+
+def verify_repro_command(
+    project_dir: Path,
+    flavor: str,
+    *,
+    platform: str | None = None,
+    base_image: str | None = None,
+    builder: str | None = None,
+    keep: Path | None = None,
+) -> ReproResult:
+    """What ``lockdock verify-repro`` runs."""
+    _fresh_project(project_dir, flavor, builder)
+    return verify_repro(project_dir, flavor, platform=platform, base_image=base_image,
+                        builder=builder, keep=keep)
