@@ -155,6 +155,16 @@ def test_plan_refuses_every_image_without_a_passing_gate(tmp_path: Path) -> None
         )
 
 
+def test_plan_refuses_an_image_built_from_another_lock(tmp_path: Path) -> None:
+    stale = publish.LocalImage(platform="linux/amd64", reference="x", digest=DIGEST,
+                               labels={publish.LOCK_SHA256_LABEL: "e" * 64})
+    with pytest.raises(PublishRefusedError, match="built from a lock with SHA-256 eeeeeeeeeeee"):
+        _plan(tmp_path, [stale])
+    same = publish.LocalImage(platform="linux/amd64", reference="x", digest=DIGEST,
+                              labels={publish.LOCK_SHA256_LABEL: "d" * 64})
+    assert _plan(tmp_path, [same]).images == (same,)
+
+
 def test_a_failed_push_stops_before_the_moving_tags(tmp_path: Path) -> None:
     plan = _plan(tmp_path, [IMAGE])
     assert plan.tags.in_order == ("cpu-dddddddddddd", "cpu-py3.12-20250101", "cpu", "latest")

@@ -69,6 +69,7 @@ from lockdock.errors import (
     UsageError,
 )
 from lockdock.fsutil import sha256_file, write_text_atomic
+from lockdock.image import LOCK_SHA256_LABEL  # where the build records sha256(lock file)
 from lockdock.lockfile import Lock, LockedArtifact
 from lockdock.progress import say
 from lockdock.registry import ImageRef, parse_reference
@@ -273,6 +274,13 @@ def plan_publish(
         reason = gate_refusal(report, path, flavor, image)
         if reason:
             refusals.append(reason)
+        built_from = image.labels.get(LOCK_SHA256_LABEL)
+        if built_from and built_from != lock_hash:
+            refusals.append(
+                f"image {image.digest} ({image.platform}) was built from a lock with SHA-256 "
+                f"{built_from[:12]}…, not from {lock.path} ({lock_hash[:12]}…): its "
+                "content-addressed tag would name the wrong lock. Rebuild it."
+            )
     if refusals:
         raise PublishRefusedError(
             f"Refusing to publish {flavor} to {repository.name}: " + " ".join(refusals)
