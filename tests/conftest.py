@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins: list[str] = ["tests.fixtures.channel", "tests.fixtures.cpython"]
+pytest_plugins: list[str] = [
+    "tests.fixtures.channel",
+    "tests.fixtures.cpython",
+    "tests.fixtures.engine",
+]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

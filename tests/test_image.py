@@ -1,0 +1,371 @@
+"""Unit tests of image.py's planning (pure) and of its input checks (engine, store, base)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+import subprocess
+import tarfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from lockdock import image
+from lockdock.errors import EngineError, IntegrityError, UsageError
+from lockdock.lockfile import LockedArtifact, read_lock
+from lockdock.spec import load_project
+from lockdock.testing.installs import Entry, write_lock
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def artifact(name: str, version: str, manager: str = "conda", url: str | None = None,
+             sha: str = "ab" * 32) -> LockedArtifact:
+    return LockedArtifact(
+        name=name, version=version, manager=manager, platform="linux-64",
+        url=url or f"https://x/linux-64/{name}-{version}-0.conda", sha256=sha, md5=None,
+        categories=frozenset({"main"}),
+    )  # fmt: skip
+
+
+# --- versions, driver, epoch -------------------------------------------------------------
+
+
+def test_versions_of_a_cpu_pip_torch_have_no_cuda() -> None:
+    versions = image.lock_versions([
+        artifact("python", "3.11.7"),
+        artifact("torch", "2.13.0+cpu", "pip"),
+        artifact("nvidia-cuda-runtime-cu12", "12.8.90", "pip"),  # stray: torch is CPU
+    ])  # fmt: skip
+    assert versions == image.LockVersions("3.11.7", "2.13.0+cpu", None)
+    assert image.descriptor(versions) == "py3.11-torch2.13"
+
+
+@pytest.mark.parametrize(
+    ("packages", "cuda"),
+    [
+        ([artifact("pytorch", "2.5.1", url="https://x/linux-64/pytorch-2.5.1-cuda126_py312.conda"),
+          artifact("cuda-version", "12.6")], "12.6"),
+        ([artifact("torch", "2.8.0", "pip"),
+          artifact("nvidia-cuda-runtime-cu12", "12.8.90", "pip")], "12.8"),
+        ([artifact("torch", "2.8.0+cu129", "pip")], "12.9"),
+    ],
+)  # fmt: skip
+def test_versions_find_cuda(packages: list[LockedArtifact], cuda: str) -> None:
+    assert image.lock_versions(packages).cuda == cuda
+
+
+def test_min_driver_exact_then_major_fallback() -> None:
+    assert image.cuda_min_driver("12.8") == "570.26"
+    assert image.cuda_min_driver("12.7") == "525.60.13"  # no GA table entry: minor compat
+    assert image.cuda_min_driver("10.2") is None
+
+
+def test_epoch_is_the_newest_package_in_seconds() -> None:
+    stamps = [datetime(2024, 1, 1, tzinfo=UTC), 1_717_000_000_000, None, 1_600_000_000]
+    assert image.source_date_epoch(stamps) == 1_717_000_000
+    assert image.source_date_epoch([None]) == image.FALLBACK_EPOCH
+
+
+# --- tags and labels ---------------------------------------------------------------------
+
+
+def test_tags_content_addressed_descriptive_moving() -> None:
+    versions = image.LockVersions("3.11.7", "2.13.0+cpu", None)
+    tags = image.plan_tags("lockdock/cpu", "cpu", "ba977836d47e47c2" + "0" * 48, versions,
+                           "linux/amd64", "linux/amd64")
+    assert tags.content_addressed == "lockdock/cpu:cpu-ba977836d47e"
+    assert tags.descriptive == ("lockdock/cpu:cpu-py3.11-torch2.13",)
+    assert tags.moving == ("lockdock/cpu:latest",)
+    other = image.plan_tags("n", "cuda", "f" * 64, image.LockVersions("3.12", "2.8", "12.8"),
+                            "linux/arm64", "linux/amd64")
+    assert other.content_addressed == "n:cuda-ffffffffffff-arm64"
+    assert other.descriptive == ("n:cuda-py3.12-torch2.8-cu12.8-arm64",)
+
+
+def test_labels_from_the_lock(tmp_path: Path) -> None:
+    lock = read_lock(_hand_lock(tmp_path))
+    labels = image.plan_labels(
+        flavor="cuda", platform="linux/amd64", lock=lock, lock_sha256="s" * 64,
+        versions=image.LockVersions("3.12.1", "2.8.0", "12.8"), epoch=1704067200,
+        version_tag="cuda-ssssssssssss", source="https://example/repo", revision="abc",
+    )  # fmt: skip
+    assert labels[image.FLAVOR_LABEL] == "cuda"
+    assert labels[image.LOCK_HASH_LABEL] == lock.content_hash["linux-64"]
+    assert labels[image.CUDA_DRIVER_LABEL] == "570.26"
+    assert labels["org.opencontainers.image.created"] == "2024-01-01T00:00:00Z"
+    assert labels["org.opencontainers.image.revision"] == "abc"
+    cpu = image.plan_labels(
+        flavor="cpu", platform="linux/amd64", lock=lock, lock_sha256="s" * 64,
+        versions=image.LockVersions("3.12.1", "2.8.0+cpu", None), epoch=0,
+        version_tag="v", source=None, revision=None,
+    )  # fmt: skip
+    assert cpu[image.CUDA_LABEL] == "none"
+    assert image.CUDA_DRIVER_LABEL not in cpu
+
+
+def test_unknown_platform_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="linux/riscv64"):
+        image.conda_platform("linux/riscv64")
+
+
+# --- Dockerfiles -------------------------------------------------------------------------
+
+
+def test_render_hoists_global_args_before_the_first_from() -> None:
+    parts = [
+        ("a", "# top\nARG BASE=x\n\nFROM ${BASE} AS one\nRUN true\n"),
+        ("b", "ARG LOCK=l.yml\nARG BASE=ignored\nFROM one AS two\nARG LOCK\n"),
+    ]
+    text = image.render_dockerfile(parts, "cpu")
+    lines = text.splitlines()
+    first_from = next(i for i, ln in enumerate(lines) if ln.startswith("FROM"))
+    globals_ = [ln for ln in lines[:first_from] if ln.startswith("ARG")]
+    assert globals_ == ["ARG BASE=x", "ARG LOCK=l.yml"]
+    assert "ARG BASE=ignored" not in text
+    assert "# top" in text and text.index("FROM one AS two") > text.index("RUN true")
+
+
+def test_top_level_dockerfile_is_the_cpu_rendering() -> None:
+    project = load_project(REPO)
+    expected = image.render_dockerfile(image.dockerfile_parts(REPO, project.flavors["cpu"]), "cpu")
+    assert (REPO / "Dockerfile").read_text(encoding="utf-8") == expected, (
+        "Dockerfile is stale: run `nox -s dockerfile`"
+    )
+
+
+def test_no_dockerfile_pulls_a_frontend() -> None:
+    files = [REPO / "Dockerfile", *sorted((REPO / "images").rglob("*Dockerfile"))]
+    assert len(files) >= 5
+    for path in files:
+        assert not re.search(r"^#\s*syntax\s*=", path.read_text(), re.MULTILINE | re.IGNORECASE)
+
+
+def test_builder_installs_offline_from_the_store_mount() -> None:
+    stages = (REPO / image.STAGES_DOCKERFILE).read_text()
+    builder = stages[stages.index("AS builder"):]
+    assert "RUN --network=none" in builder
+    assert "--mount=type=bind,from=store,target=/store" in builder
+    install = (REPO / "images/base/build/install-env").read_text()
+    assert "--offline" in install and "--store /store" in install
+    cuda = (REPO / "images/cuda/Dockerfile").read_text()
+    for env in ("NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES",
+                "CUBLAS_WORKSPACE_CONFIG=:4096:8"):
+        assert env in cuda
+
+
+def test_placeholder_base_is_refused_and_a_pin_accepted() -> None:
+    default = image.default_base_image((REPO / image.BASE_DOCKERFILE).read_text())
+    assert default is not None and image.PLACEHOLDER_DIGEST in default
+    assert "placeholder" in (image.base_image_problem(default) or "")
+    assert image.base_image_problem("continuumio/miniconda3@sha256:" + "1f" * 32) is None
+
+
+def test_buildx_argv(tmp_path: Path) -> None:
+    plan = image.BuildPlan(
+        project_root=tmp_path, flavor="cpu", platform="linux/amd64", conda_platform="linux-64",
+        lock_path=Path("conda-lock.yml"), lock_sha256="0" * 64, epoch=1704067200,
+        base_image="base:1", tags=image.TagPlan("n:cpu-0", (), ("n:latest",)),
+        labels={"io.lockdock.flavor": "cpu"}, dockerfile=tmp_path / "cpu.Dockerfile",
+        store_context=tmp_path / "store", installer_context=tmp_path / "inst", builder="remote",
+    )  # fmt: skip
+    argv = image.buildx_argv(plan, output=image.oci_output(tmp_path / "o"),
+                             metadata_file=tmp_path / "m.json", no_cache=True)
+    joined = " ".join(argv)
+    assert argv[:3] == ["docker", "buildx", "build"]
+    assert "--builder remote" in joined and "--no-cache" in argv
+    assert f"store={tmp_path / 'store'}" in argv and f"installer={tmp_path / 'inst'}" in argv
+    assert "SOURCE_DATE_EPOCH=1704067200" in argv and "BASE_IMAGE=base:1" in argv
+    assert "--provenance=false" in argv and "rewrite-timestamp=true" in joined
+    assert "io.lockdock.flavor=cpu" in argv and argv[-1] == str(tmp_path)
+
+
+# --- store completeness ------------------------------------------------------------------
+
+
+def _hand_lock(tmp_path: Path) -> Path:
+    files = []
+    for name in ("hello-1.0-0.conda", "other-2.0-0.conda"):
+        path = tmp_path / "pkgs" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(name.encode())
+        files.append(path)
+    entries = [Entry(p, f"https://c/noarch/{p.name}", "conda", p.name.split("-")[0],
+                     p.name.split("-")[1]) for p in files]
+    return write_lock(tmp_path / "conda-lock.yml", entries)
+
+
+def test_incomplete_store_names_every_missing_artifact(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    (project / "images" / "cpu").mkdir(parents=True)
+    (project / "images" / "cpu" / "Dockerfile").write_text("FROM scratch\n")
+    (project / "environment.yml").write_text("dependencies: []\n")
+    lock = _hand_lock(project)
+    one = next(a for a in read_lock(lock).artifacts if a.name == "hello")
+    stored = project / ".lockdock" / "store" / "sha256" / (one.sha256 or "") / one.filename
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"hello-1.0-0.conda")
+    with pytest.raises(IntegrityError) as caught:
+        image.plan_build(project, "cpu", platform="linux/amd64", base_image="b:1")
+    message = str(caught.value)
+    assert "other 2.0 (other-2.0-0.conda)" in message and "hello" not in message
+    assert "lockdock fetch" in message
+
+
+# --- engine checks (faults injected with a fake docker on PATH) ---------------------------
+
+
+def _fake_docker(tmp_path: Path, script: str) -> str:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text("#!/bin/sh\n" + script)
+    docker.chmod(docker.stat().st_mode | stat.S_IEXEC)
+    return f"{bin_dir}:/usr/bin:/bin"
+
+
+def test_no_docker_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(EngineError, match="not installed") as caught:
+        image.check_engine()
+    assert "ci/engine start" in str(caught.value)
+
+
+def test_engine_not_answering(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", _fake_docker(tmp_path, "echo 'Cannot connect' >&2; exit 1\n"))
+    with pytest.raises(EngineError, match="does not answer"):
+        image.check_engine()
+
+
+def test_buildx_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    script = 'if [ "$1" = buildx ]; then echo "unknown command" >&2; exit 1; fi\necho 26.1.5\n'
+    monkeypatch.setenv("PATH", _fake_docker(tmp_path, script))
+    with pytest.raises(EngineError, match="buildx plugin is missing") as caught:
+        image.check_engine()
+    assert "docker-buildx" in str(caught.value)
+
+
+def test_cli_refuses_an_unknown_flavor_and_a_stale_lock(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lockdock.cli import main
+
+    monkeypatch.setattr(image, "check_engine", lambda builder=None: None)
+    project = tmp_path / "proj"
+    (project / "images" / "cpu").mkdir(parents=True)
+    (project / "images" / "cpu" / "Dockerfile").write_text("FROM scratch\n")
+    (project / "environment.yml").write_text(
+        "channels: [conda-forge]\nplatforms: [linux-64]\ndependencies: [python]\n"
+    )
+    with pytest.raises(SystemExit) as unknown:
+        main(["-C", str(project), "build", "gpu"])
+    assert unknown.value.code == 2
+    assert "Unknown flavor 'gpu'" in capsys.readouterr().err
+    _hand_lock(project)  # a lock whose content hash is not this environment.yml's
+    with pytest.raises(SystemExit) as stale:
+        main(["-C", str(project), "build", "cpu"])
+    assert stale.value.code == 6
+    assert "Stale lock" in capsys.readouterr().err
+
+
+# --- comparing two OCI layouts (the verify-repro diagnosis) -------------------------------
+
+
+def _layer(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 1704067200
+            archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def _layout(root: Path, layers: list[bytes]) -> Path:
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return f"sha256:{digest}"
+
+    config = put(json.dumps({"os": "linux", "architecture": "amd64"}).encode())
+    manifest = put(json.dumps({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"digest": config},
+        "layers": [{"digest": put(layer)} for layer in layers],
+    }).encode())  # fmt: skip
+    (root / "index.json").write_text(json.dumps({"manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest,
+        "platform": {"os": "linux", "architecture": "amd64"},
+    }]}))  # fmt: skip
+    return root
+
+
+def test_diff_names_the_file_that_differs(tmp_path: Path) -> None:
+    same = _layer({"opt/env/bin/python": b"elf"})
+    a = _layout(tmp_path / "a", [same, _layer({"etc/stamp": b"1", "etc/keep": b"k"})])
+    b = _layout(tmp_path / "b", [same, _layer({"etc/stamp": b"2", "etc/keep": b"k"})])
+    ma, mb = image.platform_manifests(a), image.platform_manifests(b)
+    assert set(ma) == {"linux/amd64"} and ma != mb
+    lines = image.explain_difference(a, b, ma["linux/amd64"], mb["linux/amd64"])
+    assert any(line.strip().startswith("etc/stamp:") for line in lines)
+    assert not any("etc/keep" in line or "opt/env" in line for line in lines)
+    assert lines[0].startswith("layer 2 ")
+
+
+# --- lab: never without a token ----------------------------------------------------------
+
+
+def _run_lab(tmp_path: Path, *args: str, jupyter: bool = True,
+             token: str | None = None) -> subprocess.CompletedProcess[str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    if jupyter:
+        stub = bin_dir / "jupyter-lab"
+        stub.write_text('#!/bin/sh\necho "ARGS $*"\necho "ENVTOKEN $JUPYTER_TOKEN"\n')
+        stub.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CONDA_PREFIX": "/env"}
+    if token is not None:
+        env["JUPYTER_TOKEN"] = token
+    return subprocess.run(["bash", str(REPO / "images/base/rootfs/bin/lab"), *args],
+                          capture_output=True, text=True, env=env, check=False)
+
+
+def test_lab_generates_a_token_and_prints_the_url(tmp_path: Path) -> None:
+    proc = _run_lab(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    token = re.search(r"token=([0-9a-f]+)", proc.stderr)
+    assert token and len(token.group(1)) == 48
+    assert f"--IdentityProvider.token={token.group(1)}" in proc.stdout
+    assert "--ip=0.0.0.0 --port=8888" in proc.stdout
+    assert f"ENVTOKEN {token.group(1)}" in proc.stdout
+    again = _run_lab(tmp_path)
+    assert token.group(1) not in again.stderr  # fresh each run
+
+
+def test_lab_uses_the_given_token_and_refuses_an_empty_one(tmp_path: Path) -> None:
+    given = _run_lab(tmp_path, token="s3cret")
+    assert "token=s3cret" in given.stderr and "--IdentityProvider.token=s3cret" in given.stdout
+    refused = _run_lab(tmp_path, "--IdentityProvider.token=")
+    assert refused.returncode == 2 and "never run JupyterLab without a token" in refused.stderr
+    assert "ARGS" not in refused.stdout
+    missing = _run_lab(tmp_path / "without-jupyter", jupyter=False)
+    assert missing.returncode == 127 and "jupyterlab" in missing.stderr
+
+
+def test_ci_engine_is_executable_and_needs_root() -> None:
+    script = REPO / "ci" / "engine"
+    assert os.access(script, os.X_OK)
+    text = script.read_text()
+    assert "need_root" in text and "containerd-snapshotter" in text
+    usage = subprocess.run([str(script)], capture_output=True, text=True, check=False)
+    assert usage.returncode == 2 and "start|stop|status" in usage.stderr
