@@ -795,6 +795,30 @@ def build_record_path(project_root: Path, flavor: str, platform: str) -> Path:
     return project_root / ".lockdock" / "builds" / flavor / f"{arch_of(platform)}.json"
 
 
+def _flavor_lock(
+    project_dir: Path, flavor_name: str, platform: str | None
+) -> tuple[Project, Flavor, Lock, str, str]:
+    project = load_project(project_dir)
+    (flavor,) = project.select([flavor_name])
+    docker_platform = platform or native_platform()
+    conda = conda_platform(docker_platform)
+    if not flavor.lock_path.is_file():
+        raise SpecError(
+            f"Flavor {flavor.name} has no lock at {flavor.lock_path}: run `lockdock lock`."
+        )
+    return project, flavor, read_lock(flavor.lock_path), docker_platform, conda
+
+
+def planned_tags(
+    project_dir: Path, flavor_name: str, *, platform: str | None = None, name: str | None = None
+) -> TagPlan:
+    """The tags ``lockdock build`` gives this flavor's image (reads the lock only)."""
+    _, flavor, lock, docker_platform, conda = _flavor_lock(project_dir, flavor_name, platform)
+    return plan_tags(name or default_name(flavor.name), flavor.name, sha256_file(flavor.lock_path),
+                     lock_versions(lock.select(conda, ["main"])), docker_platform,
+                     native_platform())
+
+
 def plan_build(
     project_dir: Path,
     flavor_name: str,
@@ -806,15 +830,8 @@ def plan_build(
     store: Path | None = None,
 ) -> BuildPlan:
     """Everything one build needs, checked: flavor, lock, store, base image. Stages inputs."""
-    project = load_project(project_dir)
-    (flavor,) = project.select([flavor_name])
-    docker_platform = platform or native_platform()
-    conda = conda_platform(docker_platform)
-    if not flavor.lock_path.is_file():
-        raise SpecError(
-            f"Flavor {flavor.name} has no lock at {flavor.lock_path}: run `lockdock lock`."
-        )
-    lock = read_lock(flavor.lock_path)
+    project, flavor, lock, docker_platform, conda = _flavor_lock(project_dir, flavor_name,
+                                                                  platform)
     artifacts = lock.select(conda, ["main"])
     store = Path(store) if store else default_store(project.root)
     missing = missing_artifacts(artifacts, inventory(store))
@@ -833,8 +850,7 @@ def plan_build(
     lock_sha = sha256_file(flavor.lock_path)
     versions = lock_versions(artifacts)
     epoch = source_date_epoch(package_timestamps(store, artifacts))
-    tags = plan_tags(name or default_name(flavor.name), flavor.name, lock_sha, versions,
-                     docker_platform, native_platform())
+    tags = planned_tags(project_dir, flavor_name, platform=platform, name=name)
     source, revision = git_facts(project.root)
     labels = plan_labels(
         flavor=flavor.name, platform=docker_platform, lock=lock, lock_sha256=lock_sha,
@@ -870,22 +886,26 @@ def build(
     name: str | None = None,
     force: bool = False,
     store: Path | None = None,
+    no_cache: bool = False,
 ) -> BuildResult:
     """Build one flavor for one platform into the local engine and tag it (see module doc)."""
     check_engine(builder)
-    plan = plan_build(project_dir, flavor_name, platform=platform, base_image=base_image,
-                      builder=builder, name=name, store=store)
-    ca = plan.tags.content_addressed
+    tags = planned_tags(project_dir, flavor_name, platform=platform, name=name)
+    ca = tags.content_addressed
     existing = local_image_id(ca)
     if existing and not force:
         say(f"{ca} already exists ({existing}): its lock is unchanged, nothing to build "
             "(--force rebuilds).")
         print(existing)
-        return BuildResult(plan.flavor, plan.platform, ca, existing, plan.tags.all, built=False)
+        return BuildResult(flavor_name, platform or native_platform(), ca, existing, tags.all,
+                           built=False)
+    plan = plan_build(project_dir, flavor_name, platform=platform, base_image=base_image,
+                      builder=builder, name=name, store=store)
     temporary = f"lockdock-building/{plan.flavor}:{os.getpid()}-{os.urandom(4).hex()}"
     with tempfile.TemporaryDirectory(prefix="lockdock-build.") as tmp:
         metadata = Path(tmp) / "metadata.json"
-        argv = buildx_argv(plan, output=image_output(temporary), metadata_file=metadata)
+        argv = buildx_argv(plan, output=image_output(temporary), metadata_file=metadata,
+                           no_cache=no_cache)
         say(f"building {plan.flavor} ({plan.platform}) with SOURCE_DATE_EPOCH={plan.epoch}")
         try:
             run_buildx(argv, f"The build of {plan.flavor} ({plan.platform})", load=True)

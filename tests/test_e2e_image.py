@@ -1,0 +1,253 @@
+"""End to end on the real engine: local channel + pip torch CPU -> lock -> fetch -> build ->
+run -> verify inside -> no-op rebuild -> layer reuse -> verify-repro; and the failure paths.
+
+Every lockdock step runs as the CLI (``python -m lockdock.cli``). The project is the demo one
+(``lockdock.testing.demo``): ``environment.yml`` names conda-forge, the lock mirrors it to the
+local channel, the base image is the debootstrap one. Builds are minutes each (the torch
+environment is ~1.3 GB): the module shares one torch project and one small project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lockdock.testing import ChannelServer
+from lockdock.testing.cpython import packaging_problem
+from lockdock.testing.demo import (
+    CHANNEL_NAME,
+    CPU_TORCH,
+    build_demo_channel,
+    demo_environment,
+    mirror_option,
+    write_demo_project,
+)
+
+pytestmark = [pytest.mark.engine, pytest.mark.network]
+
+NAME = "lockdock-test/image-e2e"
+SMALL_NAME = "lockdock-test/image-e2e-small"
+
+
+@dataclass
+class Built:
+    root: Path
+    base_image: str
+    name: str
+    digest: str
+    content_tag: str
+
+
+def lockdock(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lockdock.cli", "-C", str(project), *args],
+        capture_output=True, text=True, env=demo_environment(), check=False,
+    )  # fmt: skip
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def docker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+
+
+def inspect(reference: str) -> dict[str, object]:
+    proc = docker("image", "inspect", reference)
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout)[0])
+
+
+def tags_of(name: str) -> list[str]:
+    proc = docker("image", "ls", name, "--format", "{{.Repository}}:{{.Tag}}")
+    return [line for line in proc.stdout.split() if line]
+
+
+def _remove_tags(name: str) -> None:
+    for tag in tags_of(name):
+        docker("image", "rm", tag)
+
+
+@pytest.fixture(scope="module")
+def demo_channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    problem = packaging_problem()
+    if problem:
+        pytest.skip(f"cannot package this CPython for the demo channel: {problem}")
+    served = tmp_path_factory.mktemp("demo-served")
+    build_demo_channel(served)
+    with ChannelServer(served) as server:
+        yield f"{server.url}/{CHANNEL_NAME}"
+
+
+def _locked_and_fetched(root: Path, channel: str) -> None:
+    ok(lockdock(root, "lock", "cpu", *mirror_option(channel)))
+    ok(lockdock(root, "fetch", "cpu"))
+
+
+def _build(built_root: Path, base: str, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return lockdock(built_root, "build", "cpu", "--base-image", base, "--name", name, *extra)
+
+
+@pytest.fixture(scope="module")
+def torch_build(
+    tmp_path_factory: pytest.TempPathFactory, demo_channel: str, base_image: str
+) -> Iterator[Built]:
+    root = write_demo_project(tmp_path_factory.mktemp("e2e") / "torch",
+                              pip=(CPU_TORCH, "numpy"))
+    _locked_and_fetched(root, demo_channel)
+    _remove_tags(NAME)
+    proc = ok(_build(root, base_image, NAME))
+    digest = proc.stdout.strip().splitlines()[-1]
+    record = json.loads((root / ".lockdock/builds/cpu/amd64.json").read_text())
+    yield Built(root, base_image, NAME, digest, record["reference"])
+    _remove_tags(NAME)
+
+
+@pytest.fixture(scope="module")
+def small_project(
+    tmp_path_factory: pytest.TempPathFactory, demo_channel: str, base_image: str
+) -> Iterator[Path]:
+    root = write_demo_project(tmp_path_factory.mktemp("e2e") / "small", pip=())
+    _locked_and_fetched(root, demo_channel)
+    yield root
+    _remove_tags(SMALL_NAME)
+
+
+# --- the torch image -------------------------------------------------------------------
+
+
+def test_build_tags_labels_and_digest(torch_build: Built) -> None:
+    lock_sha = hashlib.sha256((torch_build.root / "conda-lock.yml").read_bytes())
+    assert torch_build.content_tag == f"{NAME}:cpu-{lock_sha.hexdigest()[:12]}"
+    assert torch_build.digest.startswith("sha256:")
+    attrs = inspect(torch_build.content_tag)
+    assert attrs["Id"] == torch_build.digest
+    assert set(tags_of(NAME)) == {torch_build.content_tag, f"{NAME}:cpu-py3.11-torch2.13",
+                                  f"{NAME}:latest"}
+    labels = attrs["Config"]["Labels"]  # type: ignore[index]
+    assert labels["io.lockdock.flavor"] == "cpu"
+    assert labels["io.lockdock.pytorch.version"] == "2.13.0+cpu"
+    assert labels["io.lockdock.python.version"] == "3.11.7"
+    assert labels["io.lockdock.cuda.version"] == "none"
+    assert labels["org.opencontainers.image.created"] == "2024-01-01T00:00:00Z"
+    assert not tags_of("lockdock-building/cpu"), "a temporary build tag was left behind"
+
+
+def test_torch_runs_as_the_non_root_user(torch_build: Built) -> None:
+    proc = docker("run", "--rm", torch_build.content_tag, "python", "-c",
+                  "import os, sys, torch; t = torch.arange(4.0); "
+                  "print(os.getuid(), sys.prefix, torch.__version__, float((t * t).sum()))")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1000", "/opt/conda/envs/lockdock", "2.13.0+cpu", "14.0"]
+    shell = docker("run", "--rm", "-i", torch_build.content_tag)  # default: bash, activated
+    assert shell.returncode == 0
+
+
+def _verifier(root: Path, dest: Path) -> Path:
+    """The installer modules + PyYAML for the image's Python 3.11, readable by uid 1000."""
+    installer = root / ".lockdock/build/installer-linux-64"
+    shutil.copytree(installer / "src", dest / "src")
+    wheel = next((installer / "wheels").glob("pyyaml-*-cp311-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(dest / "deps")
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return dest
+
+
+def _verify_in_image(image: str, verifier: Path, *before: str) -> subprocess.CompletedProcess[str]:
+    command = " && ".join([*before, "python -m lockdock.install /usr/share/lockdock/conda-lock.yml"
+                           " --prefix /opt/conda/envs/lockdock --platform linux-64 --verify-only"])
+    return docker("run", "--rm", "--user", "root", "-v", f"{verifier}:/verify:ro",
+                  "-e", "PYTHONPATH=/verify/src:/verify/deps", "-e", "PYTHONDONTWRITEBYTECODE=1",
+                  image, "bash", "-c", command)
+
+
+def test_environment_verifies_inside_the_image(torch_build: Built, tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    verifier = _verifier(torch_build.root, tmp_path / "verifier")
+    passed = _verify_in_image(torch_build.content_tag, verifier)
+    assert passed.returncode == 0, passed.stderr
+    assert "matches" in passed.stderr
+    # The check can fail: drop one locked pip distribution inside a throwaway container.
+    tampered = _verify_in_image(
+        torch_build.content_tag, verifier,
+        "rm -rf /opt/conda/envs/lockdock/lib/python3.11/site-packages/sympy-*.dist-info",
+    )
+    assert tampered.returncode == 7 and "sympy" in tampered.stderr
+
+
+def test_second_build_is_a_no_op(torch_build: Built) -> None:
+    proc = ok(_build(torch_build.root, torch_build.base_image, NAME))
+    assert "already exists" in proc.stderr and "nothing to build" in proc.stderr
+    assert proc.stdout.strip() == torch_build.digest
+    assert "buildx" not in proc.stderr and "#1 " not in proc.stderr
+
+
+def test_non_environment_change_reuses_the_environment_layer(torch_build: Built) -> None:
+    before = inspect(torch_build.content_tag)["RootFS"]["Layers"]  # type: ignore[index]
+    dockerfile = torch_build.root / "images/cpu/Dockerfile"
+    original = dockerfile.read_text()
+    dockerfile.write_text(original + 'RUN echo "welcome" > /home/lockdock/motd\n')
+    try:
+        proc = ok(_build(torch_build.root, torch_build.base_image, NAME, "--force"))
+    finally:
+        dockerfile.write_text(original)
+    assert "builder 1/1" in proc.stderr and "CACHED" in proc.stderr
+    after = inspect(torch_build.content_tag)["RootFS"]["Layers"]  # type: ignore[index]
+    assert len(after) == len(before) + 1
+    assert after[: len(before)] == before  # base, environment and lock layers: same digests
+    assert proc.stdout.strip().splitlines()[-1] != torch_build.digest
+
+
+def test_verify_repro_reports_identical_digests(torch_build: Built) -> None:
+    proc = ok(lockdock(torch_build.root, "verify-repro", "cpu",
+                       "--base-image", torch_build.base_image))
+    assert "verify-repro cpu: identical" in proc.stderr
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("verify-repro cpu linux"))
+    first, second = line.split(": ", 1)[1].split(" / ")
+    assert first == second and first.startswith("sha256:")
+
+
+# --- failure paths (small project: no torch) ---------------------------------------------
+
+
+def test_failed_build_leaves_no_content_addressed_tag(small_project: Path, base_image: str) -> None:
+    dockerfile = small_project / "images/cpu/Dockerfile"
+    original = dockerfile.read_text()
+    dockerfile.write_text(original + "RUN echo 'failing on purpose' >&2 && exit 3\n")
+    try:
+        proc = _build(small_project, base_image, SMALL_NAME)
+    finally:
+        dockerfile.write_text(original)
+    assert proc.returncode == 10, proc.stderr[-2000:]
+    assert "failing on purpose" in proc.stderr
+    assert tags_of(SMALL_NAME) == []
+    assert not tags_of("lockdock-building/cpu")
+    assert not (small_project / ".lockdock/builds/cpu/amd64.json").exists()
+
+
+def test_verify_repro_names_a_file_written_with_the_time(
+    small_project: Path, base_image: str
+) -> None:
+    dockerfile = small_project / "images/cpu/Dockerfile"
+    original = dockerfile.read_text()
+    dockerfile.write_text(original + "RUN date +%s%N > /home/lockdock/built-at\n")
+    try:
+        proc = lockdock(small_project, "verify-repro", "cpu", "--base-image", base_image)
+    finally:
+        dockerfile.write_text(original)
+    assert proc.returncode == 12, proc.stderr[-3000:]
+    assert "home/lockdock/built-at:" in proc.stderr
+    assert "differ" in proc.stderr
