@@ -33,38 +33,36 @@ def artifact(name: str, version: str, manager: str = "conda") -> LockedArtifact:
 # --- expectations ---------------------------------------------------------------------------
 
 
-def test_locked_versions_conda_forge_cuda_build() -> None:
-    versions = gates.locked_versions(
-        [
-            artifact("python", "3.12.7"),
-            artifact("pytorch", "2.5.1"),
-            artifact("cuda-version", "12.6"),
-        ]
-    )
-    assert versions == {"python": "3.12.7", "torch": "2.5.1", "cuda": "12.6"}
-
-
-def test_locked_versions_pip_torch_with_nvidia_runtime() -> None:
-    versions = gates.locked_versions(
+def test_expectations_from_a_pip_cuda_torch_lock() -> None:
+    expected, problems = gates.expectations(
+        "cuda",
         [
             artifact("python", "3.11.9"),
             artifact("torch", "2.13.0", "pip"),
             artifact("nvidia-cuda-runtime-cu12", "12.8.90", "pip"),
-        ]
+        ],
+        {gates.VERSION_LABELS["cuda"]: "12.8", gates.FLAVOR_LABEL: "cuda"},
     )
-    assert versions == {"python": "3.11.9", "torch": "2.13.0", "cuda": "12.8"}
+    assert problems == []
+    assert (expected.python, expected.torch, expected.cuda) == ("3.11.9", "2.13.0", "12.8")
 
 
-def test_locked_versions_cuda_from_torch_local_label_and_cpu_has_none() -> None:
-    assert gates.locked_versions([artifact("torch", "2.13.0+cu128", "pip")])["cuda"] == "12.8"
-    assert gates.locked_versions([artifact("torch", "2.13.0+cpu", "pip")])["cuda"] is None
+def test_expectations_cpu_torch_in_a_cuda_flavor_still_expects_a_cuda_build() -> None:
+    """A CUDA image whose lock carries a CPU torch: no CUDA version, but flavor cuda, so the
+    payload's build-matches-flavor check fails (mamba-org/micromamba-docker #620)."""
+    expected, _ = gates.expectations("cuda", [artifact("torch", "2.13.0+cpu", "pip")], {})
+    assert expected.cuda is None
+    assert expected.as_environment()["LOCKDOCK_EXPECT_FLAVOR"] == "cuda"
 
 
 def test_expectations_cpu_flavor_expects_no_cuda_and_labels_agreeing() -> None:
-    labels = {gates.VERSION_LABELS["python"]: "3.12.7", gates.FLAVOR_LABEL: "cpu"}
-    expected, problems = gates.expectations(
-        "cpu", [artifact("python", "3.12.7"), artifact("pytorch", "2.5.1")], labels
-    )
+    labels = {
+        gates.VERSION_LABELS["python"]: "3.12.7",
+        gates.VERSION_LABELS["cuda"]: "none",
+        gates.FLAVOR_LABEL: "cpu",
+    }
+    locked = [artifact("python", "3.12.7"), artifact("pytorch", "2.5.1")]
+    expected, problems = gates.expectations("cpu", locked, labels)
     assert problems == []
     assert expected.cuda == "none"
     env = expected.as_environment()
@@ -479,3 +477,13 @@ def test_run_in_image_hung_payload_is_a_result_and_the_container_goes(tmp_path: 
         exit_code=code,
     )  # fmt: skip
     assert not report.passed and "exited with code -1" in report.problems[0]
+
+
+def test_default_image_is_the_last_build_else_latest(tmp_path: Path) -> None:
+    from lockdock import image
+
+    assert gates.default_image_reference(tmp_path, "cpu") == "lockdock/cpu:latest"
+    record = image.build_record_path(tmp_path, "cpu", image.native_platform())
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"reference": "lockdock/cpu:cpu-0123456789ab"}))
+    assert gates.default_image_reference(tmp_path, "cpu") == "lockdock/cpu:cpu-0123456789ab"

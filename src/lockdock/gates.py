@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lockdock import image as image_build
 from lockdock.errors import EngineError, GateError, UsageError
 from lockdock.fsutil import write_text_atomic
 from lockdock.lockfile import LockedArtifact
@@ -52,7 +53,7 @@ FINGERPRINT_FILE = "fingerprint.json"
 PAYLOAD_LOG_FILE = "payload.log"
 
 #: Where things live inside the image (docs/architecture.md: image layout).
-ENV_PREFIX = "/opt/conda/envs/lockdock"
+ENV_PREFIX = image_build.ENV_PREFIX
 IMAGE_PYTHON = f"{ENV_PREFIX}/bin/python"
 IMAGE_USER = "lockdock"
 PAYLOAD_MOUNT = "/lockdock-gates/tests"
@@ -62,15 +63,15 @@ RESULTS_MOUNT = "/lockdock-gates/results"
 REQUIRED_GATES = ("determinism", "gradients", "environment")
 GPU_GATE = "gpu"
 
-DOCKER_TO_CONDA = {"linux/amd64": "linux-64", "linux/arm64": "linux-aarch64"}
+DOCKER_TO_CONDA = image_build.DOCKER_TO_CONDA
 
 #: Image label keys (written by image.py) that the gates read.
-FLAVOR_LABEL = "io.lockdock.flavor"
-LOCK_HASH_LABEL = "io.lockdock.lock.content-hash"
+FLAVOR_LABEL = image_build.FLAVOR_LABEL
+LOCK_HASH_LABEL = image_build.LOCK_HASH_LABEL
 VERSION_LABELS = {
-    "python": "io.lockdock.python.version",
-    "torch": "io.lockdock.pytorch.version",
-    "cuda": "io.lockdock.cuda.version",
+    "python": image_build.PYTHON_LABEL,
+    "torch": image_build.TORCH_LABEL,
+    "cuda": image_build.CUDA_LABEL,
 }
 
 
@@ -108,37 +109,6 @@ class Expectations:
         }
 
 
-def _major_minor(version: str) -> str:
-    return ".".join(version.split("+", 1)[0].split(".")[:2])
-
-
-def locked_versions(artifacts: Iterable[LockedArtifact]) -> dict[str, str | None]:
-    """Python, PyTorch and CUDA (major.minor, or None) as one platform's lock has them.
-
-    Python from conda's ``python``; PyTorch from conda's ``pytorch`` or pip's ``torch``;
-    CUDA from conda-forge's ``cuda-version``, else ``cuda-cudart``, else pip's
-    ``nvidia-cuda-runtime-cu1x``, else the torch wheel's local label (``+cu128``).
-    """
-    by_name: dict[str, str] = {}
-    for artifact in artifacts:
-        by_name.setdefault(artifact.name.lower(), artifact.version)
-    torch = by_name.get("pytorch") or by_name.get("torch")
-    cuda = by_name.get("cuda-version") or by_name.get("cuda-cudart")
-    if cuda is None:
-        cuda = next(
-            (v for n, v in sorted(by_name.items()) if n.startswith("nvidia-cuda-runtime-cu")),
-            None,
-        )
-    if cuda is None and torch and "+cu" in torch:
-        digits = torch.split("+cu", 1)[1]
-        cuda = f"{digits[:-1]}.{digits[-1]}" if digits.isdigit() and len(digits) > 1 else None
-    return {
-        "python": by_name.get("python"),
-        "torch": torch,
-        "cuda": _major_minor(cuda) if cuda else None,
-    }
-
-
 def expectations(
     flavor: str, artifacts: Iterable[LockedArtifact], labels: Mapping[str, str]
 ) -> tuple[Expectations, list[str]]:
@@ -147,15 +117,16 @@ def expectations(
     The lock is what the image was built from, so it is the expectation; a label that says
     otherwise is reported as a problem (the gate fails), never silently preferred.
     """
-    locked = locked_versions(artifacts)
+    versions = image_build.lock_versions(artifacts)
+    locked = {"python": versions.python, "torch": versions.torch, "cuda": versions.cuda}
     problems = []
     for key, label in VERSION_LABELS.items():
         said = labels.get(label)
-        want = locked.get(key)
-        if said is None or want is None:
+        want = locked[key] or "none"  # image.py labels an absent version "none"
+        if said is None:
             continue
-        if key == "cuda":
-            said = _major_minor(said) if said not in ("", "none") else None
+        if key == "cuda" and said != "none":
+            said = ".".join(said.split(".")[:2])
         if said != want:
             problems.append(f"image label {label}={labels.get(label)!r} but the lock says {want!r}")
     flavor_label = labels.get(FLAVOR_LABEL)
@@ -515,9 +486,15 @@ def default_payload_dir(project_root: Path) -> Path:
     )
 
 
-def default_image_reference(flavor: str) -> str:
-    """The local tag ``lockdock build FLAVOR`` gives its image."""
-    return f"lockdock/{flavor}:latest"
+def default_image_reference(project_root: Path, flavor: str) -> str:
+    """The image ``lockdock build FLAVOR`` last built for this machine's platform (its
+    content-addressed tag, from the build record), else ``lockdock/FLAVOR:latest``."""
+    record = image_build.build_record_path(project_root, flavor, image_build.native_platform())
+    try:
+        reference = json.loads(record.read_text(encoding="utf-8")).get("reference")
+    except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+        reference = None
+    return str(reference) if reference else f"{image_build.default_name(flavor)}:latest"
 
 
 def _docker_client() -> Any:
@@ -652,27 +629,28 @@ def gate_flavor(
     project = load_project(project_root)
     (flavor,) = project.select([flavor_name])
     client = client or _docker_client()
-    image = inspect_image(client, image_ref or default_image_reference(flavor.name), flavor.name)
-    conda_platform = DOCKER_TO_CONDA.get(image.platform)
+    reference = image_ref or default_image_reference(project.root, flavor.name)
+    under_test = inspect_image(client, reference, flavor.name)
+    conda_platform = DOCKER_TO_CONDA.get(under_test.platform)
     if conda_platform is None:
         raise UsageError(
-            f"Image {image.reference} is for {image.platform}; lockdock gates "
+            f"Image {under_test.reference} is for {under_test.platform}; lockdock gates "
             f"{', '.join(DOCKER_TO_CONDA)} images."
         )
     artifacts = read_lock(flavor.lock_path).select(conda_platform)
-    expected, label_problems = expectations(flavor.name, artifacts, image.labels)
+    expected, label_problems = expectations(flavor.name, artifacts, under_test.labels)
     use_gpu = host_has_gpu() if gpu is None else gpu
     payload = payload or default_payload_dir(project.root)
-    out = report_dir(project.root, flavor.name, image.digest)
+    out = report_dir(project.root, flavor.name, under_test.digest)
     with tempfile.TemporaryDirectory(prefix="lockdock-gates-") as scratch:
         results = Path(scratch)
-        with status(f"gates: {flavor.name} in {image.reference}"):
+        with status(f"gates: {flavor.name} in {under_test.reference}"):
             exit_code, log = run_in_image(
-                client, image, payload, results, expected.as_environment(), gpu=use_gpu
+                client, under_test, payload, results, expected.as_environment(), gpu=use_gpu
             )
         (results / PAYLOAD_LOG_FILE).write_text(log, encoding="utf-8")
         report = build_report(
-            image,
+            under_test,
             expected,
             junit=_read(results / JUNIT_FILE),
             observations=_read_json(results / OBSERVATIONS_FILE),
@@ -687,7 +665,7 @@ def gate_flavor(
     if not report.passed:
         failed = [c.test_id for c in report.failed] + list(report.problems)
         raise GateError(
-            f"The gates failed for image {image.reference} ({image.digest}, flavor "
+            f"The gates failed for image {under_test.reference} ({under_test.digest}, flavor "
             f"{flavor.name}): {'; '.join(failed[:8])}{' …' if len(failed) > 8 else ''}. "
             f"Report: {out / REPORT_FILE}."
         )
