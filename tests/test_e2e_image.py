@@ -251,3 +251,38 @@ def test_verify_repro_names_a_file_written_with_the_time(
     assert proc.returncode == 12, proc.stderr[-3000:]
     assert "home/lockdock/built-at:" in proc.stderr
     assert "differ" in proc.stderr
+
+
+# --- CUDA flavor (opt-in: --run-cuda-image; several GB of NVIDIA wheels from PyPI) ---------
+
+
+@pytest.mark.cuda_image
+def test_cuda_image_carries_a_cuda_torch(
+    tmp_path_factory: pytest.TempPathFactory, demo_channel: str, base_image: str
+) -> None:
+    root = write_demo_project(tmp_path_factory.mktemp("e2e") / "cuda", flavors=("cuda",),
+                              pip=("torch==2.13.0",))
+    env = {k: v for k, v in demo_environment().items() if k != "UV_FIND_LINKS"}  # PyPI's torch
+    for args in (("lock", "cuda", *mirror_option(demo_channel)), ("fetch", "cuda")):
+        ok(subprocess.run([sys.executable, "-m", "lockdock.cli", "-C", str(root), *args],
+                          capture_output=True, text=True, env=env, check=False))
+    name = "lockdock-test/image-e2e-cuda"
+    try:
+        proc = ok(lockdock(root, "build", "cuda", "--base-image", base_image, "--name", name))
+        reference = json.loads((root / ".lockdock/builds/cuda/amd64.json").read_text())["reference"]
+        attrs = inspect(reference)
+        labels = attrs["Config"]["Labels"]  # type: ignore[index]
+        assert labels["io.lockdock.cuda.version"] != "none"
+        assert labels["io.lockdock.cuda.min-driver"]
+        env_vars = attrs["Config"]["Env"]  # type: ignore[index]
+        assert "CUBLAS_WORKSPACE_CONFIG=:4096:8" in env_vars
+        assert "NVIDIA_VISIBLE_DEVICES=all" in env_vars
+        probe = docker("run", "--rm", reference, "python", "-c",
+                       "import torch; print(torch.version.cuda, torch.backends.cudnn.version())")
+        assert probe.returncode == 0, probe.stderr
+        cuda_version, cudnn = probe.stdout.split()
+        assert cuda_version == labels["io.lockdock.cuda.version"] and cudnn != "None"
+        print(f"cuda image {reference}: {attrs['Size']} bytes; build log tail: "
+              f"{proc.stderr.splitlines()[-1]}")
+    finally:
+        _remove_tags(name)

@@ -55,6 +55,8 @@ def test_versions_of_a_cpu_pip_torch_have_no_cuda() -> None:
         ([artifact("torch", "2.8.0", "pip"),
           artifact("nvidia-cuda-runtime-cu12", "12.8.90", "pip")], "12.8"),
         ([artifact("torch", "2.8.0+cu129", "pip")], "12.9"),
+        ([artifact("torch", "2.13.0", "pip"),
+          artifact("nvidia-cuda-runtime", "13.0.96", "pip")], "13.0"),
     ],
 )  # fmt: skip
 def test_versions_find_cuda(packages: list[LockedArtifact], cuda: str) -> None:

@@ -163,8 +163,9 @@ def lock_versions(artifacts: Iterable[LockedArtifact]) -> LockVersions:
 
     Python from conda's ``python``; PyTorch from conda's ``pytorch`` or pip's ``torch``; CUDA
     from conda-forge's ``cuda-version``, else ``cuda-cudart``, else pip's
-    ``nvidia-cuda-runtime-cu1x``, else the torch wheel's local label (``+cu128``). A CPU
-    torch (conda build ``cpu_*``, wheel ``+cpu``) has no CUDA, whatever else is locked.
+    ``nvidia-cuda-runtime-cu1x`` / ``nvidia-cuda-runtime`` (CUDA 13 wheels), else the torch
+    wheel's local label (``+cu128``). A CPU torch (conda build ``cpu_*``, wheel ``+cpu``) has
+    no CUDA, whatever else is locked.
     """
     by_name: dict[str, LockedArtifact] = {}
     for artifact in artifacts:
@@ -183,7 +184,7 @@ def lock_versions(artifacts: Iterable[LockedArtifact]) -> LockVersions:
         if cuda is None:
             cuda = next(
                 (a.version for n, a in sorted(by_name.items())
-                 if n.startswith("nvidia-cuda-runtime-cu")),
+                 if n == "nvidia-cuda-runtime" or n.startswith("nvidia-cuda-runtime-cu")),
                 None,
             )  # fmt: skip
         if cuda is None and torch is not None and "+cu" in torch.version:
@@ -435,7 +436,7 @@ def image_output(name: str) -> str:
     the image is exported as a tarball and loaded; the containerd image store keeps its
     manifest digest.
     """
-    return f"type=docker,name={name},dest=-,rewrite-timestamp=true"
+    return f"type=docker,name={name},dest=-,oci-mediatypes=true,rewrite-timestamp=true"
 
 
 def oci_output(dest: Path) -> str:
