@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     with ChannelServer(served) as server:
         channel_url = f"{server.url}/{demo.CHANNEL_NAME}"
         env = demo.demo_environment()
-        demo.write_demo_project(project)
+        # the gates' payload runs pytest + torch inside the image
+        demo.write_demo_project(project, pip=(demo.CPU_TORCH, "pytest"))
 
         step(4, f"lock (conda-forge mirrored to {channel_url}; pip part with uv)")
         lockdock(project, "lock", *demo.mirror_option(channel_url), env=env)
