@@ -1,0 +1,142 @@
+"""End to end on the real engine: the gates inside a built cpu image, through the CLI.
+
+The demo project (``lockdock.testing.demo``: local channel mirroring conda-forge, pip torch
+CPU + numpy + pytest, the debootstrap base image) is locked, fetched and built with
+``lockdock build``, then ``lockdock test cpu`` runs tests/image inside it (read-only mount,
+no network, non-root, read-only root file system). Checked: the report and gate.json for the
+image's exact digest, publish's acceptance of it, the step summary; and a real failure: the
+same CPU image gated as flavor ``cuda`` (a "CUDA" image whose torch has no CUDA) fails the
+environment gate with exit 11 and still writes its report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lockdock import gates, publish
+from lockdock.testing import ChannelServer
+from lockdock.testing.cpython import packaging_problem
+from lockdock.testing.demo import (
+    CHANNEL_NAME,
+    CPU_TORCH,
+    build_demo_channel,
+    demo_environment,
+    mirror_option,
+    write_demo_project,
+)
+
+pytestmark = [pytest.mark.engine, pytest.mark.network]
+
+NAME = "lockdock-test/gates-e2e"
+
+
+@dataclass(frozen=True)
+class Built:
+    root: Path
+    reference: str
+    digest: str
+
+
+def lockdock(project: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "lockdock.cli", "-C", str(project), *args],
+        capture_output=True,
+        text=True,
+        env={**demo_environment(), **(env or {})},
+        check=False,
+    )
+
+
+def ok(proc: Any) -> Any:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def _remove_tags(name: str) -> None:
+    listed = subprocess.run(
+        ["docker", "image", "ls", name, "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    for tag in listed.stdout.split():
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def gated_image(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator[Built]:
+    problem = packaging_problem()
+    if problem:
+        pytest.skip(f"cannot package this CPython for the demo channel: {problem}")
+    served = tmp_path_factory.mktemp("gates-served")
+    build_demo_channel(served)
+    root = write_demo_project(
+        tmp_path_factory.mktemp("gates-e2e") / "project", pip=(CPU_TORCH, "numpy", "pytest")
+    )
+    with ChannelServer(served) as server:
+        ok(lockdock(root, "lock", "cpu", *mirror_option(f"{server.url}/{CHANNEL_NAME}")))
+        ok(lockdock(root, "fetch", "cpu"))
+    _remove_tags(NAME)
+    proc = ok(lockdock(root, "build", "cpu", "--base-image", base_image, "--name", NAME))
+    digest = proc.stdout.strip().splitlines()[-1]
+    record = json.loads((root / ".lockdock/builds/cpu/amd64.json").read_text())
+    yield Built(root, record["reference"], digest)
+    _remove_tags(NAME)
+
+
+def test_gates_pass_in_the_cpu_image(gated_image: Built, tmp_path: Path) -> None:
+    summary = tmp_path / "step-summary.md"
+    proc = ok(lockdock(gated_image.root, "test", "cpu", env={"GITHUB_STEP_SUMMARY": str(summary)}))
+    out = gates.report_dir(gated_image.root, "cpu", gated_image.digest)
+    record = json.loads((out / "gate.json").read_text())
+    print(f"\n{proc.stderr.strip().splitlines()[-1]}\n{(out / 'report.md').read_text()}")
+    assert record["passed"] is True, record
+    assert record["image_digest"] == gated_image.digest
+    assert record["image_ref"] == gated_image.reference  # default: the last build
+    assert (record["flavor"], record["platform"]) == ("cpu", "linux/amd64")
+    assert record["counts"]["failed"] == record["counts"]["errors"] == 0
+    assert record["expected"]["torch"] == "2.13.0+cpu" and record["expected"]["cuda"] == "none"
+    observations = json.loads((out / "observations.json").read_text())
+    environment = observations["environment"]
+    assert environment["prefix"] == "/opt/conda/envs/lockdock"
+    assert (environment["torch"], environment["torch_cuda"]) == ("2.13.0+cpu", None)
+    assert all(row["ok"] for row in observations["observations"])
+    gates_run = {row["gate"] for row in observations["observations"]}
+    assert {"determinism", "gradients", "environment"} <= gates_run
+    fingerprint = json.loads((out / "fingerprint.json").read_text())
+    assert len(fingerprint["devices"]["cpu"]["determinism"]["state_sha256"]) == 64
+    assert "— PASSED" in (out / "report.md").read_text()
+    assert summary.read_text() == (out / "report.md").read_text() + "\n"
+    # publish accepts this report for this digest
+    image = publish.LocalImage(platform="linux/amd64", reference=NAME, digest=gated_image.digest)
+    assert publish.gate_refusal(record, out / "gate.json", "cpu", image) is None
+
+
+def test_cpu_torch_gated_as_cuda_fails_the_environment_gate(
+    gated_image: Built, tmp_path: Path
+) -> None:
+    """The same image, claimed as flavor ``cuda``: exit 11, the report is still written."""
+    root = tmp_path / "as-cuda"
+    (root / "images").mkdir(parents=True)
+    shutil.copy2(gated_image.root / "environment.yml", root / "environment.yml")
+    shutil.copytree(gated_image.root / "images" / "base", root / "images" / "base")
+    shutil.copytree(gated_image.root / "images" / "cpu", root / "images" / "cuda")
+    shutil.copy2(gated_image.root / "conda-lock.yml", root / "images" / "cuda" / "conda-lock.yml")
+    proc = lockdock(root, "test", "cuda", "--image", gated_image.reference)
+    assert proc.returncode == 11, proc.stderr[-4000:]
+    assert "test_environment::test_torch_build_matches_flavor" in proc.stderr
+    out = gates.report_dir(root, "cuda", gated_image.digest)
+    record = json.loads((out / "gate.json").read_text())
+    assert record["passed"] is False
+    assert record["failed"] == ["test_environment::test_torch_build_matches_flavor"]
+    assert any("io.lockdock.flavor='cpu'" in problem for problem in record["problems"])
+    report = (out / "report.md").read_text()
+    assert "— FAILED" in report
+    assert "| environment | PyTorch build matches flavor | flavor cuda: a CUDA build" in report
