@@ -233,3 +233,21 @@ def test_retries_transient_errors_only(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RegistryError, match="connection refused"):
         publish._with_retries(down, "push", attempts=3, backoff=0.01)
     assert len(calls) == 3
+
+
+def test_default_images_are_the_builds_of_this_lock(tmp_path: Path) -> None:
+    from lockdock.image import build_record_path
+
+    def record(platform: str, lock_sha: str, reference: str) -> None:
+        path = build_record_path(tmp_path, "cpu", platform)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"reference": reference, "lock_sha256": lock_sha}))
+
+    record("linux/amd64", "a" * 64, "lockdock/cpu:cpu-aaaaaaaaaaaa")
+    record("linux/arm64", "a" * 64, "lockdock/cpu:cpu-aaaaaaaaaaaa-arm64")
+    assert publish.default_image_refs(tmp_path, "cpu", "a" * 64) == [
+        "lockdock/cpu:cpu-aaaaaaaaaaaa", "lockdock/cpu:cpu-aaaaaaaaaaaa-arm64"]
+    # the arm64 image was rebuilt from another lock: not this lock's
+    record("linux/arm64", "b" * 64, "lockdock/cpu:cpu-bbbbbbbbbbbb-arm64")
+    assert publish.default_image_refs(tmp_path, "cpu", "a" * 64) == [
+        "lockdock/cpu:cpu-aaaaaaaaaaaa"]

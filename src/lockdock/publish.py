@@ -673,11 +673,26 @@ def publish(
     return record
 
 
-def default_image_refs(project_root: Path, flavor: str) -> list[str]:
-    """The local image ``lockdock build FLAVOR`` tags (and ``lockdock test`` gates)."""
-    from lockdock.gates import default_image_reference
+def default_image_refs(project_root: Path, flavor: str, lock_sha256: str) -> list[str]:
+    """The images ``lockdock build`` recorded for ``flavor`` from this lock, one per platform
+    (``.lockdock/builds/<flavor>/<arch>.json``): both platforms built here give an index.
 
-    return [default_image_reference(flavor)]
+    Without such a record: what ``lockdock test`` gates by default (the native build).
+    """
+    from lockdock.gates import default_image_reference
+    from lockdock.image import build_record_path
+
+    refs = []
+    for platform in sorted(DOCKER_TO_CONDA):
+        try:
+            record = json.loads(build_record_path(project_root, flavor, platform).read_text(
+                encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and record.get("lock_sha256") == lock_sha256 \
+                and record.get("reference"):
+            refs.append(str(record["reference"]))
+    return refs or [default_image_reference(project_root, flavor)]
 
 
 def publish_flavor(project_dir: Path, flavor: str, repository: str,
@@ -688,6 +703,8 @@ def publish_flavor(project_dir: Path, flavor: str, repository: str,
 
     project = load_project(project_dir)
     (chosen,) = project.select([flavor])
-    refs = list(images) or ([] if mode == "merge" else default_image_refs(project.root, flavor))
-    return publish(project.root, flavor, read_lock(chosen.lock_path), repository, refs,
-                   mode=mode)
+    lock = read_lock(chosen.lock_path)
+    refs = list(images)
+    if not refs and mode != "merge":
+        refs = default_image_refs(project.root, flavor, sha256_file(lock.path))
+    return publish(project.root, flavor, lock, repository, refs, mode=mode)
