@@ -902,7 +902,9 @@ def build(
                            built=False)
     plan = plan_build(project_dir, flavor_name, platform=platform, base_image=base_image,
                       builder=builder, name=name, store=store)
-    temporary = f"lockdock-building/{plan.flavor}:{os.getpid()}-{os.urandom(4).hex()}"
+    # Exported under a temporary tag of the same name; tagged for real only on success.
+    repository = plan.tags.content_addressed.rsplit(":", 1)[0]
+    temporary = f"{repository}:building-{os.getpid()}-{os.urandom(4).hex()}"
     with tempfile.TemporaryDirectory(prefix="lockdock-build.") as tmp:
         metadata = Path(tmp) / "metadata.json"
         argv = buildx_argv(plan, output=image_output(temporary), metadata_file=metadata,
