@@ -371,3 +371,18 @@ def test_ci_engine_is_executable_and_needs_root() -> None:
     assert "need_root" in text and "containerd-snapshotter" in text
     usage = subprocess.run([str(script)], capture_output=True, text=True, check=False)
     assert usage.returncode == 2 and "start|stop|status" in usage.stderr
+
+
+def test_every_path_the_dockerfiles_read_is_tracked_by_git() -> None:
+    """A fresh clone must hold what the build reads (an ignore rule once hid build/)."""
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "images"],
+                            capture_output=True, text=True, check=False)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    tracked = set(listed.stdout.split())
+    text = "\n".join((REPO / p).read_text() for p in
+                     (image.BASE_DOCKERFILE, image.STAGES_DOCKERFILE))
+    read = set(re.findall(r"(?:source=|COPY (?:--chmod=\S+ )?)(images/\S+?)/?[\s,]", text))
+    assert "images/base/build" in read and "images/base/rootfs/bin" in read
+    for path in read:
+        assert any(t == path or t.startswith(path.rstrip("/") + "/") for t in tracked), path
