@@ -4,7 +4,7 @@
 # checks); `lockdock build cpu` builds the same stages from the fetched store with no
 # network.
 
-ARG BASE_IMAGE=continuumio/miniconda3:latest@sha256:0000000000000000000000000000000000000000000000000000000000000000
+ARG BASE_IMAGE=continuumio/miniconda3:26.7.1-1@sha256:eca594d684f495c1a02beff33a9fab53aec8c5830eaf431bb149912dc6c9e4c1
 ARG LOCK=conda-lock.yml
 
 # ---- images/base/Dockerfile ----
@@ -18,10 +18,11 @@ ARG LOCK=conda-lock.yml
 # BASE_IMAGE must meet the contract in images/base/README.md. Default: Miniconda, pinned by
 # digest. Alternative: Miniforge, e.g. condaforge/miniforge3@sha256:<digest>.
 #
-# PLACEHOLDER DIGEST: the all-zero digest below is NOT a real image. It marks where the pin
-# goes; `lockdock build` refuses it. Pin the real one with
+# The default is continuumio/miniconda3:26.7.1-1 pinned by its index digest (the same digest
+# public projects pin for that tag). To move it, resolve a new tag to its digest with
 #   lockdock pin continuumio/miniconda3:<version> --file images/base/Dockerfile
-# or pass --base-image REF@sha256:... to `lockdock build`.
+# or pass --base-image REF@sha256:... to `lockdock build` (Miniforge:
+# condaforge/miniforge3:<version>@sha256:<digest>).
 
 FROM ${BASE_IMAGE} AS lockdock-base
 ARG BASE_IMAGE

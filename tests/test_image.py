@@ -162,11 +162,12 @@ def test_builder_installs_offline_from_the_store_mount() -> None:
         assert env in cuda
 
 
-def test_placeholder_base_is_refused_and_a_pin_accepted() -> None:
+def test_default_base_is_pinned_by_digest_and_a_missing_one_is_refused() -> None:
     default = image.default_base_image((REPO / image.BASE_DOCKERFILE).read_text())
-    assert default is not None and image.PLACEHOLDER_DIGEST in default
-    assert "placeholder" in (image.base_image_problem(default) or "")
-    assert image.base_image_problem("continuumio/miniconda3@sha256:" + "1f" * 32) is None
+    assert default is not None
+    assert re.fullmatch(r"continuumio/miniconda3:[\w.-]+@sha256:[0-9a-f]{64}", default)
+    assert image.base_image_problem(default) is None
+    assert "--base-image" in (image.base_image_problem(None) or "")
 
 
 def test_buildx_argv(tmp_path: Path) -> None:

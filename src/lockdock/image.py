@@ -87,7 +87,6 @@ BASE_DOCKERFILE = Path("images/base/Dockerfile")
 STAGES_DOCKERFILE = Path("images/base/stages.Dockerfile")
 INSTALLER_REQUIREMENTS = Path("images/base/installer-requirements.txt")
 #: The marker of the unpinned default in images/base/Dockerfile (not a real digest).
-PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 #: lockdock modules the installer needs inside the build (stdlib + PyYAML + py-rattler only).
 INSTALLER_MODULES = (
     "__init__.py", "errors.py", "fsutil.py", "lockfile.py", "store.py", "install.py",
@@ -366,13 +365,6 @@ def default_base_image(base_dockerfile_text: str) -> str | None:
 def base_image_problem(reference: str | None) -> str | None:
     if not reference:
         return "images/base/Dockerfile has no default BASE_IMAGE; pass --base-image REF"
-    if PLACEHOLDER_DIGEST in reference:
-        return (
-            f"images/base/Dockerfile's default BASE_IMAGE {reference} carries the placeholder "
-            "digest (all zeros), not a real one: pin it with `lockdock pin "
-            "continuumio/miniconda3:<version> --file images/base/Dockerfile`, or pass "
-            "--base-image REF@sha256:<digest>"
-        )
     return None
 
 
