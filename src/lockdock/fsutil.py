@@ -15,11 +15,14 @@ from typing import IO
 def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[str]]:
     """Write ``path`` through a temp file in the same directory and ``os.replace`` it.
 
-    On any exception the temp file is removed and ``path`` is left as it was.
+    On any exception the temp file is removed and ``path`` is left as it was. The result keeps
+    the mode of the file it replaces, else gets the umask's default (mkstemp's 0600 would make
+    locks and SBOMs unreadable to other users, e.g. a container's non-root user).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _target_mode(path))
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()
@@ -29,6 +32,15 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") ->
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _target_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def write_text_atomic(path: Path, text: str) -> None:
