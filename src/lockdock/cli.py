@@ -111,29 +111,13 @@ def fetch(
 ) -> None:
     """Download every locked artifact into the hash-verified store."""
     from lockdock import store as store_mod
-    from lockdock.errors import IntegrityError, StaleLockError
-    from lockdock.lockfile import read_lock
     from lockdock.progress import say
-    from lockdock.spec import load_project
 
-    project = load_project(ctx.project_dir)
-    target = store or store_mod.default_store(project.root)
-    artifacts = []
-    for flavor in project.select(flavors):
-        if not flavor.lock_path.is_file():
-            raise StaleLockError(
-                f"Flavor {flavor.name} has no lock at {flavor.lock_path}: run `lockdock lock`."
-            )
-        artifacts += store_mod.lock_artifacts(read_lock(flavor.lock_path), platforms)
+    target = store or store_mod.default_store(ctx.project_dir.resolve())
+    artifacts = store_mod.project_artifacts(ctx.project_dir, flavors, platforms)
     if check:
-        missing = store_mod.missing_from_store(artifacts, target)
-        if missing:
-            raise IntegrityError(
-                f"{len(missing)} artifact(s) missing from store {target}: "
-                + ", ".join(store_mod.describe(a) for a in missing)
-                + ". Run `lockdock fetch`."
-            )
-        say(f"store {target}: all {len(store_mod.unique(artifacts))} artifact(s) present")
+        count = store_mod.require_complete(artifacts, target)
+        say(f"store {target}: all {count} artifact(s) present")
         return
     report = store_mod.fetch(artifacts, target, jobs=jobs)
     say(
@@ -196,6 +180,16 @@ def install(
 _PLATFORM = click.Choice(["linux/amd64", "linux/arm64"])
 
 
+def _require_fresh_lock(ctx: _Context, flavor: str) -> None:
+    """Refuse to build from a lock that no longer matches its inputs (`lock --check`)."""
+    from lockdock.lock import require_fresh_locks
+    from lockdock.spec import load_project
+
+    project = load_project(ctx.project_dir)
+    project.select([flavor])
+    require_fresh_locks(project, [flavor])
+
+
 @cli.command()
 @click.argument("flavor")
 @click.option("--platform", type=_PLATFORM, default=None,
@@ -215,6 +209,7 @@ def build(ctx: _Context, flavor: str, platform: str | None, base_image: str | No
     """
     from lockdock.image import build_command
 
+    _require_fresh_lock(ctx, flavor)
     build_command(ctx.project_dir, flavor, platform=platform, base_image=base_image,
                   builder=builder, name=name, force=force)
 
@@ -233,6 +228,7 @@ def verify_repro(ctx: _Context, flavor: str, platform: str | None, base_image: s
     """Build FLAVOR twice with --no-cache; exit 12 naming differing files if digests differ."""
     from lockdock.image import verify_repro_command
 
+    _require_fresh_lock(ctx, flavor)
     verify_repro_command(ctx.project_dir, flavor, platform=platform, base_image=base_image,
                          builder=builder, keep=keep)
 

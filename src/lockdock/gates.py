@@ -497,21 +497,6 @@ def default_image_reference(project_root: Path, flavor: str) -> str:
     return str(reference) if reference else f"{image_build.default_name(flavor)}:latest"
 
 
-def _docker_client() -> Any:
-    import docker
-    import docker.errors
-
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        raise EngineError(
-            f"The Docker engine does not answer ({error}).",
-            hint="Start it (as root: `ci/engine start`).",
-        ) from None
-    return client
-
-
 def inspect_image(client: Any, reference: str, flavor: str) -> ImageUnderTest:
     import docker.errors
 
@@ -628,7 +613,7 @@ def gate_flavor(
 
     project = load_project(project_root)
     (flavor,) = project.select([flavor_name])
-    client = client or _docker_client()
+    client = client or image_build.docker_client()
     reference = image_ref or default_image_reference(project.root, flavor.name)
     under_test = inspect_image(client, reference, flavor.name)
     conda_platform = DOCKER_TO_CONDA.get(under_test.platform)

@@ -573,7 +573,8 @@ def check_engine(builder: str | None = None) -> None:
             )
 
 
-def _docker_client() -> Any:
+def docker_client() -> Any:
+    """A Docker SDK client for the local engine; EngineError when it does not answer."""
     import docker
     import docker.errors
 
@@ -593,7 +594,7 @@ def local_image_id(reference: str) -> str | None:
     import docker.errors
 
     try:
-        return str(_docker_client().images.get(reference).id)
+        return str(docker_client().images.get(reference).id)
     except docker.errors.ImageNotFound:
         return None
 
@@ -905,7 +906,7 @@ def build(
         try:
             run_buildx(argv, f"The build of {plan.flavor} ({plan.platform})", load=True)
             digest = str(_read_metadata(metadata).get("containerimage.digest") or "")
-            client = _docker_client()
+            client = docker_client()
             image = client.images.get(temporary)
             digest = digest or str(image.id)
             for tag in plan.tags.all:
@@ -934,7 +935,7 @@ def _untag(reference: str) -> None:
     import docker.errors
 
     with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
-        _docker_client().images.remove(reference, noprune=True)
+        docker_client().images.remove(reference, noprune=True)
 
 
 @dataclass(frozen=True)
@@ -1001,14 +1002,11 @@ def verify_repro(
 
 
 
-def _fresh_project(project_dir: Path, flavor: str, builder: str | None) -> None:
-    """Engine first (before any work), then the flavor and its lock (``lock --check``)."""
-    from lockdock.lock import require_fresh_locks
-
+def _ready_to_build(project_dir: Path, flavor: str, builder: str | None) -> None:
+    """Engine first (before any work), then the flavor. The lock's freshness against its
+    inputs is the caller's to check (`lockdock build` runs `lock --check` first)."""
     check_engine(builder)
-    project = load_project(project_dir)
-    project.select([flavor])
-    require_fresh_locks(project, [flavor])
+    load_project(project_dir).select([flavor])
 
 
 def build_command(
@@ -1022,7 +1020,7 @@ def build_command(
     force: bool = False,
 ) -> BuildResult:
     """What ``lockdock build`` and ``nox -s build-cpu|build-cuda`` run."""
-    _fresh_project(project_dir, flavor, builder)
+    _ready_to_build(project_dir, flavor, builder)
     return build(project_dir, flavor, platform=platform, base_image=base_image,
                  builder=builder, name=name, force=force)
 
@@ -1037,6 +1035,6 @@ def verify_repro_command(
     keep: Path | None = None,
 ) -> ReproResult:
     """What ``lockdock verify-repro`` runs."""
-    _fresh_project(project_dir, flavor, builder)
+    _ready_to_build(project_dir, flavor, builder)
     return verify_repro(project_dir, flavor, platform=platform, base_image=base_image,
                         builder=builder, keep=keep)

@@ -371,3 +371,33 @@ def lock_artifacts(lock: Lock, platforms: Sequence[str] = ()) -> list[LockedArti
     """
     chosen = list(platforms) or list(lock.platforms)
     return [a for platform in chosen for a in lock.select(platform, sorted(lock.categories))]
+
+
+def project_artifacts(
+    project_root: Path, flavors: Sequence[str] = (), platforms: Sequence[str] = ()
+) -> list[LockedArtifact]:
+    """Every artifact of the named flavors' locks (all flavors when none is named)."""
+    from lockdock.errors import StaleLockError
+    from lockdock.lockfile import read_lock
+    from lockdock.spec import load_project
+
+    artifacts: list[LockedArtifact] = []
+    for flavor in load_project(project_root).select(flavors):
+        if not flavor.lock_path.is_file():
+            raise StaleLockError(
+                f"Flavor {flavor.name} has no lock at {flavor.lock_path}: run `lockdock lock`."
+            )
+        artifacts += lock_artifacts(read_lock(flavor.lock_path), platforms)
+    return artifacts
+
+
+def require_complete(artifacts: Sequence[LockedArtifact], store: Path) -> int:
+    """``fetch --check``: the number of artifacts, or IntegrityError naming every missing one."""
+    missing = missing_from_store(artifacts, store)
+    if missing:
+        raise IntegrityError(
+            f"{len(missing)} artifact(s) missing from store {store}: "
+            + ", ".join(describe(a) for a in missing)
+            + ". Run `lockdock fetch`."
+        )
+    return len(unique(artifacts))
