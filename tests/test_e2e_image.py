@@ -17,6 +17,7 @@ import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,24 @@ def _verify_in_image(image: str, verifier: Path, *before: str) -> subprocess.Com
     return docker("run", "--rm", "--user", "root", "-v", f"{verifier}:/verify:ro",
                   "-e", "PYTHONPATH=/verify/src:/verify/deps", "-e", "PYTHONDONTWRITEBYTECODE=1",
                   image, "bash", "-c", command)
+
+
+def test_the_image_ships_the_locks_sbom(torch_build: Built, tmp_path: Path) -> None:
+    from lockdock.sbom import sbom_json
+
+    proc = docker("run", "--rm", torch_build.content_tag,
+                  "cat", "/usr/share/lockdock/sbom.cdx.json")
+    assert proc.returncode == 0, proc.stderr
+    shipped = json.loads(proc.stdout)
+    created = inspect(torch_build.content_tag)["Config"]["Labels"][  # type: ignore[index]
+        "org.opencontainers.image.created"]
+    epoch = int(datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+    expected = json.loads(sbom_json(torch_build.root / "conda-lock.yml", "linux-64", name="cpu",
+                                    epoch=epoch))
+    assert shipped == expected
+    purls = {c["purl"] for c in shipped["components"]}
+    assert any(p.startswith("pkg:pypi/torch@2.13.0") for p in purls)
+    assert any(p.startswith("pkg:conda/python@3.11.7") for p in purls)
 
 
 def test_environment_verifies_inside_the_image(torch_build: Built, tmp_path: Path) -> None:

@@ -176,7 +176,8 @@ def test_buildx_argv(tmp_path: Path) -> None:
         lock_path=Path("conda-lock.yml"), lock_sha256="0" * 64, epoch=1704067200,
         base_image="base:1", tags=image.TagPlan("n:cpu-0", (), ("n:latest",)),
         labels={"io.lockdock.flavor": "cpu"}, dockerfile=tmp_path / "cpu.Dockerfile",
-        store_context=tmp_path / "store", installer_context=tmp_path / "inst", builder="remote",
+        store_context=tmp_path / "store", installer_context=tmp_path / "inst",
+        sbom_context=tmp_path / "sbom", builder="remote",
     )  # fmt: skip
     argv = image.buildx_argv(plan, output=image.oci_output(tmp_path / "o"),
                              metadata_file=tmp_path / "m.json", no_cache=True)
@@ -184,6 +185,7 @@ def test_buildx_argv(tmp_path: Path) -> None:
     assert argv[:3] == ["docker", "buildx", "build"]
     assert "--builder remote" in joined and "--no-cache" in argv
     assert f"store={tmp_path / 'store'}" in argv and f"installer={tmp_path / 'inst'}" in argv
+    assert f"sbom={tmp_path / 'sbom'}" in argv
     assert "SOURCE_DATE_EPOCH=1704067200" in argv and "BASE_IMAGE=base:1" in argv
     assert "--provenance=false" in argv and "rewrite-timestamp=true" in joined
     assert "io.lockdock.flavor=cpu" in argv and argv[-1] == str(tmp_path)

@@ -37,6 +37,10 @@ RUN --mount=type=bind,source=${LOCK},target=/tmp/lockdock/conda-lock.yml \
 FROM scratch AS store
 COPY --from=store-download /store/ /
 
+# sbom: the lock's CycloneDX SBOM. `lockdock build` passes --build-context sbom=<dir holding
+# sbom.cdx.json>; plain `docker build .` has no lockdock to write one, and ships none.
+FROM scratch AS sbom
+
 # builder: install the lock from the store with no network, verified against the lock.
 FROM installer-env AS builder
 ARG LOCK

@@ -383,6 +383,7 @@ class BuildPlan:
     dockerfile: Path
     store_context: Path
     installer_context: Path
+    sbom_context: Path
     builder: str | None = None
     target: str | None = None
     extra_args: Mapping[str, str] = field(default_factory=dict)
@@ -400,6 +401,7 @@ def buildx_argv(
         "--file", str(plan.dockerfile),
         "--build-context", f"store={plan.store_context}",
         "--build-context", f"installer={plan.installer_context}",
+        "--build-context", f"sbom={plan.sbom_context}",
         "--build-arg", f"LOCK={plan.lock_path.as_posix()}",
         "--build-arg", f"SOURCE_DATE_EPOCH={plan.epoch}",
         "--provenance=false",
@@ -653,6 +655,14 @@ def stage_store(store: Path, artifacts: Sequence[LockedArtifact], dest: Path) ->
     return dest
 
 
+def stage_sbom(flavor: Flavor, conda_platform: str, epoch: int, dest: Path) -> Path:
+    """The ``sbom`` build context: the lock's CycloneDX SBOM, shipped in the image."""
+    from lockdock.sbom import SBOM_FILE, write_sbom
+
+    write_sbom(flavor.lock_path, conda_platform, dest / SBOM_FILE, name=flavor.name, epoch=epoch)
+    return dest
+
+
 def prepare_installer(project: Project, platform: str, dest: Path) -> Path:
     """The ``installer`` build context: requirements, hash-checked wheels, installer modules.
 
@@ -866,6 +876,7 @@ def plan_build(
         dockerfile=write_rendered_dockerfile(project, flavor, work / f"{flavor.name}.Dockerfile"),
         store_context=stage_store(store, artifacts, work / f"store-{flavor.name}-{conda}"),
         installer_context=prepare_installer(project, conda, work / f"installer-{conda}"),
+        sbom_context=stage_sbom(flavor, conda, epoch, work / f"sbom-{flavor.name}-{conda}"),
         builder=builder,
     )
 

@@ -77,7 +77,6 @@ from lockdock.registry import ImageRef, parse_reference
 IMAGES_LOCK = "images.lock.json"
 IMAGES_LOCK_VERSION = 1
 GATE_FILE = "gate.json"
-SBOM_FILE = "sbom.cdx.json"
 DOCKER_TO_CONDA = {"linux/amd64": "linux-64", "linux/arm64": "linux-aarch64"}
 _ARCH = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
 _PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
@@ -548,7 +547,7 @@ def execute(
 
 def write_sboms(plan: PublishPlan) -> list[Path]:
     """The CycloneDX SBOM of each platform's lock, next to its gate report."""
-    from lockdock.sbom import write_sbom
+    from lockdock.sbom import SBOM_FILE, write_sbom
 
     written = []
     for image in plan.images:

@@ -37,6 +37,8 @@ from lockdock.errors import LockdockError, UsageError
 from lockdock.fsutil import write_text_atomic
 from lockdock.lockfile import CONDA_SUFFIXES, Lock, LockedArtifact, read_lock
 
+#: The SBOM's file name, inside images (/usr/share/lockdock/) and next to gate reports.
+SBOM_FILE = "sbom.cdx.json"
 #: The CycloneDX spec version we emit and validate against.
 SPEC_VERSION = "1.6"
 _ANACONDA_HOSTS = frozenset({"conda.anaconda.org", "anaconda.org", "repo.anaconda.com"})
@@ -55,6 +57,8 @@ class SbomRequest:
     platform: str
     categories: tuple[str, ...] = ("main",)
     name: str | None = None
+    #: The SBOM's timestamp; None: ``SOURCE_DATE_EPOCH`` when set, else no timestamp.
+    epoch: int | None = None
 
 
 def lock_sha256(path: Path) -> str:
@@ -100,7 +104,9 @@ def purl_for(artifact: LockedArtifact) -> str:
     )
 
 
-def _timestamp() -> datetime | None:
+def _timestamp(explicit: int | None = None) -> datetime | None:
+    if explicit is not None:
+        return datetime.fromtimestamp(explicit, tz=UTC)
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if not epoch:
         return None
@@ -172,7 +178,7 @@ def build_bom(request: SbomRequest) -> Any:
         metadata=BomMetaData(component=root, tools=ToolRepository(components=[tool])),
         components=components.values(),
     )
-    bom.metadata.timestamp = _timestamp()  # type: ignore[assignment]  # None: left out
+    bom.metadata.timestamp = _timestamp(request.epoch)  # type: ignore[assignment]  # None: left out
 
     def ref_of(dep: str, manager: str) -> Any:
         other = "pip" if manager == "conda" else "conda"
@@ -255,9 +261,10 @@ def sbom_json(
     *,
     categories: Sequence[str] = ("main",),
     name: str | None = None,
+    epoch: int | None = None,
 ) -> str:
     lock = read_lock(lock_path)
-    return render(build_bom(SbomRequest(lock, platform, tuple(categories), name)))
+    return render(build_bom(SbomRequest(lock, platform, tuple(categories), name, epoch)))
 
 
 def write_sbom(
@@ -267,6 +274,7 @@ def write_sbom(
     *,
     categories: Iterable[str] = ("main",),
     name: str | None = None,
+    epoch: int | None = None,
 ) -> Path:
     """Write the validated SBOM of ``platform`` of the lock at ``lock_path`` (atomically).
 
@@ -274,7 +282,8 @@ def write_sbom(
     the gate report.
     """
     out = Path(out_path)
-    write_text_atomic(out, sbom_json(lock_path, platform, categories=tuple(categories), name=name))
+    text = sbom_json(lock_path, platform, categories=tuple(categories), name=name, epoch=epoch)
+    write_text_atomic(out, text)
     return out
 
 
