@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from lockdock import cli, publish
+from lockdock import sbom as sbom_module
 from lockdock.registry import RegistryClient, parse_reference
 from tests.fixtures.registry_proxy import RegistryProxy
 
@@ -158,7 +159,7 @@ def test_publish_then_republish_is_idempotent(engine: Any, project: Path, repo: 
     assert record["platforms"]["linux/amd64"]["gate_report"] == str(gate.relative_to(project))
     for tag in record["tags"]:
         assert tag_digest(repo, tag) == digest, tag
-    sbom = json.loads((gate.parent / publish.SBOM_FILE).read_text())
+    sbom = json.loads((gate.parent / sbom_module.SBOM_FILE).read_text())
     assert {c["name"] for c in sbom["components"]} == {"python", "pytorch"}
 
     first = record_file.read_bytes()
