@@ -6,9 +6,8 @@ The lock: the packaged CPython running this script (``lockdock.testing.cpython``
 local torch 2.13.0 CPU wheel and its dependencies (``pip download torch==2.13.0``), all
 pinned by file:// URL + sha256 and fetched into a store first (fetch is not timed).
 
-Timed, each run into a fresh prefix at the same path:
-- ``install``: ``lockdock.install.install(..., offline=True)`` (verify store hashes, rattler
-  install, pip install with checked-hash pyc compilation, prefix verification);
+- ``install``: ``lockdock.installer.install.install(..., offline=True)`` (verify store hashes,
+  rattler install, pip install with checked-hash pyc compilation, prefix verification);
 - ``decompress``: unpack the same artifact files into a scratch folder with the standard
   library (tar.bz2 with ``tarfile``, wheels with ``zipfile``, ``.conda`` with zip + zstd):
   the physical floor of reading and inflating those bytes on this machine.
@@ -29,8 +28,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from lockdock import install, store
-from lockdock.lockfile import read_lock
+from lockdock.installer import install, store
+from lockdock.installer.lockfile import read_lock
 from lockdock.testing.cpython import build_cpython_package, packaging_problem
 from lockdock.testing.installs import (
     TORCH_REQUIREMENT,

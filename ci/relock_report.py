@@ -6,7 +6,7 @@
 
 Every input but the two locks is optional; a missing one is reported as "not measured", never
 guessed. Several flavors' outputs are concatenated by `nox -s relock-report`.
-Reads locks with lockdock.lockfile, image sizes with the Docker SDK.
+Reads locks with lockdock.installer.lockfile, image sizes with the Docker SDK.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lockdock.lockfile import LockedArtifact, read_lock
+from lockdock.installer.lockfile import LockedArtifact, read_lock
 
 
 def _entries(path: Path) -> dict[str, dict[tuple[str, str], LockedArtifact]]:

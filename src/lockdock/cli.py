@@ -110,11 +110,12 @@ def fetch(
     jobs: int,
 ) -> None:
     """Download every locked artifact into the hash-verified store."""
-    from lockdock import store as store_mod
+    from lockdock.fetch import project_artifacts
+    from lockdock.installer import store as store_mod
     from lockdock.progress import say
 
     target = store or store_mod.default_store(ctx.project_dir.resolve())
-    artifacts = store_mod.project_artifacts(ctx.project_dir, flavors, platforms)
+    artifacts = project_artifacts(ctx.project_dir, flavors, platforms)
     if check:
         count = store_mod.require_complete(artifacts, target)
         say(f"store {target}: all {count} artifact(s) present")
@@ -156,8 +157,8 @@ def install(
     jobs: int,
 ) -> None:
     """Install LOCKFILE into PREFIX from the store, then verify PREFIX equals the lock."""
-    from lockdock import install as install_mod
-    from lockdock.store import default_store
+    from lockdock.installer import install as install_mod
+    from lockdock.installer.store import default_store
 
     chosen = list(categories) or ["main"]
     if verify_only:

@@ -48,6 +48,11 @@ def write_text_atomic(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)  # type: ignore[arg-type]
+
+
 def file_digests(path: Path, algorithms: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
     """Hex digests of ``path`` for each algorithm, reading the file once."""
     hashers = {name: hashlib.new(name) for name in algorithms}

@@ -41,7 +41,7 @@ from typing import Any
 from lockdock import image as image_build
 from lockdock.errors import EngineError, GateError, UsageError
 from lockdock.fsutil import write_text_atomic
-from lockdock.lockfile import LockedArtifact
+from lockdock.installer.lockfile import LockedArtifact
 
 SCHEMA = 1
 REPORTS_DIR = Path(".lockdock") / "reports"
@@ -607,7 +607,7 @@ def gate_flavor(
     client: Any = None,
 ) -> GateReport:
     """``lockdock test FLAVOR``: gate the flavor's image, write its report, GateError on failure."""
-    from lockdock.lockfile import read_lock
+    from lockdock.installer.lockfile import read_lock
     from lockdock.progress import say, status
     from lockdock.spec import load_project
 

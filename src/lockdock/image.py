@@ -60,11 +60,11 @@ from lockdock.errors import (
     SpecError,
     UsageError,
 )
-from lockdock.fsutil import sha256_file, write_text_atomic
-from lockdock.lockfile import Lock, LockedArtifact, read_lock
+from lockdock.fsutil import sha256_file, write_bytes_atomic, write_text_atomic
+from lockdock.installer.lockfile import Lock, LockedArtifact, read_lock
+from lockdock.installer.store import default_store, inventory, plan_fetch, relative_path
 from lockdock.progress import say
 from lockdock.spec import Flavor, Project, load_project
-from lockdock.store import default_store, inventory, plan_fetch, relative_path
 
 ENV_PREFIX = "/opt/conda/envs/lockdock"
 
@@ -87,11 +87,6 @@ BASE_DOCKERFILE = Path("images/base/Dockerfile")
 STAGES_DOCKERFILE = Path("images/base/stages.Dockerfile")
 INSTALLER_REQUIREMENTS = Path("images/base/installer-requirements.txt")
 #: The marker of the unpinned default in images/base/Dockerfile (not a real digest).
-#: lockdock modules the installer needs inside the build (stdlib + PyYAML + py-rattler only).
-INSTALLER_MODULES = (
-    "__init__.py", "errors.py", "fsutil.py", "lockfile.py", "store.py", "install.py",
-    "progress.py",
-)  # fmt: skip
 #: Python versions a base may have (images/base/README.md): PyYAML wheels for each.
 INSTALLER_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 _MANYLINUX = {
@@ -702,15 +697,32 @@ def prepare_installer(project: Project, platform: str, dest: Path) -> Path:
             shutil.rmtree(staging, ignore_errors=True)
         write_text_atomic(stamp_file, stamp)
     write_text_atomic(dest / "requirements.txt", text)
-    source = Path(__file__).resolve().parent
-    modules = dest / "src" / "lockdock"
-    modules.mkdir(parents=True, exist_ok=True)
-    for name in INSTALLER_MODULES:
-        content = (source / name).read_text(encoding="utf-8")
-        target = modules / name
-        if not target.is_file() or target.read_text(encoding="utf-8") != content:
-            write_text_atomic(target, content)
+    _copy_installer_sources(dest / "src" / "lockdock")
     return dest
+
+
+def _copy_installer_sources(target: Path) -> None:
+    """Mirror ``INSTALLER_SOURCES`` of this lockdock into ``target`` (unchanged files kept)."""
+    from lockdock.installer import INSTALLER_SOURCES
+
+    source = Path(__file__).resolve().parent
+    wanted: dict[Path, bytes] = {}
+    for name in INSTALLER_SOURCES:
+        path = source / name
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            wanted[file.relative_to(source)] = file.read_bytes()
+    for existing in sorted(target.rglob("*"), reverse=True) if target.is_dir() else []:
+        relative = existing.relative_to(target)
+        if existing.is_file() and relative not in wanted:
+            existing.unlink()
+        elif existing.is_dir() and not any(existing.iterdir()):
+            existing.rmdir()
+    for relative, content in wanted.items():
+        file = target / relative
+        if not file.is_file() or file.read_bytes() != content:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(file, content)
 
 
 def _mkdir(path: Path) -> Path:

@@ -245,7 +245,7 @@ def check_flavor(flavor: Flavor) -> list[StaleLock]:
     """Stale platforms of one flavor's lock; [] when it matches its inputs."""
     from conda_lock.content_hash import backwards_compatible_content_hashes
 
-    from lockdock.lockfile import read_lock
+    from lockdock.installer.lockfile import read_lock
 
     spec = lock_specification(flavor)
     if not flavor.lock_path.is_file():

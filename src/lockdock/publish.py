@@ -70,7 +70,7 @@ from lockdock.errors import (
 )
 from lockdock.fsutil import sha256_file, write_text_atomic
 from lockdock.image import LOCK_SHA256_LABEL  # where the build records sha256(lock file)
-from lockdock.lockfile import Lock, LockedArtifact
+from lockdock.installer.lockfile import Lock, LockedArtifact
 from lockdock.progress import say
 from lockdock.registry import ImageRef, parse_reference
 
@@ -697,7 +697,7 @@ def default_image_refs(project_root: Path, flavor: str, lock_sha256: str) -> lis
 def publish_flavor(project_dir: Path, flavor: str, repository: str,
                    images: Sequence[str], mode: str = "all") -> dict[str, Any]:
     """The CLI's entry: the flavor's lock and images, then ``publish``."""
-    from lockdock.lockfile import read_lock
+    from lockdock.installer.lockfile import read_lock
     from lockdock.spec import load_project
 
     project = load_project(project_dir)

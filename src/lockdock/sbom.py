@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 
 from lockdock.errors import LockdockError, UsageError
 from lockdock.fsutil import write_text_atomic
-from lockdock.lockfile import CONDA_SUFFIXES, Lock, LockedArtifact, read_lock
+from lockdock.installer.lockfile import CONDA_SUFFIXES, Lock, LockedArtifact, read_lock
 
 #: The SBOM's file name, inside images (/usr/share/lockdock/) and next to gate reports.
 SBOM_FILE = "sbom.cdx.json"

@@ -1,7 +1,7 @@
 """Test-only pytest plugin: replace one gate component with a broken one, on the host only.
 
 Loaded with ``-p lockdock_gate_faults`` (this folder on ``PYTHONPATH``) by
-tests/test_gates_faults.py, with ``LOCKDOCK_GATES_FAULT`` naming the fault. It is never
+tests/e2e/test_gates_faults.py, with ``LOCKDOCK_GATES_FAULT`` naming the fault. It is never
 mounted into an image; the payload itself knows no fault names: it only offers the
 ``pytest_lockdock_gates_components`` hook (tests/image/conftest.py).
 

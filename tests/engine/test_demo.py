@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = [pytest.mark.engine, pytest.mark.network]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = "127.0.0.1:5000/lockdock-test-demo"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 LARSNET = Path("/work/shared/realdata/larsnet-midi/conda-lock.yml")
 sys.path.insert(0, str(ROOT / "ci"))

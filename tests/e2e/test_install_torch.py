@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from lockdock import install
+from lockdock.installer import install
 from lockdock.testing.installs import manifest_difference
 from tests.fixtures.cpython import TorchInstall
 

@@ -1,8 +1,8 @@
 """The installer: a real CPython + generic conda packages + wheels from a verified store.
 
-Runs the installer the way image builds do (``python -m lockdock.install`` with click, rich,
-conda-lock, docker and pydantic made unimportable) and in-process; every refusal listed in
-the issue is injected here.
+Runs the installer the way image builds do (``python -m lockdock.installer.install`` with
+click, rich, conda-lock, docker and pydantic made unimportable) and in-process; every
+refusal listed in the issue is injected here.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from lockdock import install, store
 from lockdock.cli import main as cli_main
 from lockdock.errors import InstallError, IntegrityError, UsageError
-from lockdock.lockfile import read_lock
+from lockdock.installer import install, store
+from lockdock.installer.lockfile import read_lock
 from lockdock.testing.installs import (
     conda_entry,
     make_wheel,
@@ -34,7 +34,7 @@ from tests.fixtures.cpython import InstallChannel
 
 FORBIDDEN = ("click", "rich", "conda_lock", "docker", "pydantic", "rattler_build")
 
-#: Runs ``lockdock.install.main`` with the non-installer dependencies made unimportable.
+#: Runs ``lockdock.installer.install.main`` with the non-installer dependencies made unimportable.
 BLOCKED_RUNNER = textwrap.dedent(
     f"""
     import importlib.abc, sys
@@ -44,7 +44,7 @@ BLOCKED_RUNNER = textwrap.dedent(
                 raise ImportError("blocked in the installer test: " + name)
             return None
     sys.meta_path.insert(0, Block())
-    from lockdock.install import main
+    from lockdock.installer.install import main
     sys.exit(main(sys.argv[1:]))
     """
 )
@@ -150,7 +150,7 @@ def test_classify_prefix(tmp_path: Path) -> None:
 
 def test_installer_modules_import_only_stdlib_yaml_and_rattler() -> None:
     code = (
-        "import sys, lockdock.install, lockdock.store;"
+        "import sys, lockdock.installer.install, lockdock.installer.store;"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -290,8 +290,8 @@ def test_extra_and_missing_packages_are_caught_and_repaired(
     assert "missing: hello 1.0 0 (conda)" in str(caught.value)
     assert "not in the lock: intruder 9.0 (pip)" in str(caught.value)
     assert subprocess.run(
-        [sys.executable, "-m", "lockdock.install", str(small_lock), "--prefix", str(prefix),
-         "--verify-only", "--platform", "linux-64"], capture_output=True,
+        [sys.executable, "-m", "lockdock.installer.install", str(small_lock),
+         "--prefix", str(prefix), "--verify-only", "--platform", "linux-64"], capture_output=True,
     ).returncode == IntegrityError.exit_code  # fmt: skip
 
     install.install(small_lock, prefix, platform="linux-64", store=filled_store, offline=True)

@@ -23,6 +23,7 @@ import pytest
 from lockdock import cli, publish
 from lockdock import sbom as sbom_module
 from lockdock.registry import RegistryClient, parse_reference
+from tests.fixtures.engine import missing
 from tests.fixtures.registry_proxy import RegistryProxy
 
 pytestmark = pytest.mark.engine
@@ -52,17 +53,16 @@ def _tiny_lock_text(marker: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as error:
-        pytest.skip(f"no Docker engine ({error}); as root run `ci/engine start`")
+def docker_client(engine: None) -> Iterator[Any]:
+    """The Docker SDK client of the shared ``engine`` fixture (which fails on CI, never skips)
+    and the local registry, which that engine's ``ci/engine start`` also starts."""
+    import docker
+
+    client = docker.from_env()
     try:
         RegistryClient(retries=0).tag_digest_or_none(parse_reference(f"{REGISTRY}/probe/x:y"))
     except Exception as error:
-        pytest.skip(f"no registry at {REGISTRY} ({error}); as root run `ci/engine start`")
+        missing(f"the registry at {REGISTRY}", f"{error}; as root run `ci/engine start`")
     yield client
     # leave the engine as we found it: drop the local tags these tests made
     for image in client.images.list():
@@ -142,7 +142,7 @@ def tag_digest(repository: str, tag: str) -> str | None:
     return RegistryClient().tag_digest_or_none(parse_reference(f"{repository}:{tag}"))
 
 
-def test_publish_then_republish_is_idempotent(engine: Any, project: Path, repo: str) -> None:
+def test_publish_then_republish_is_idempotent(docker_client: Any, project: Path, repo: str) -> None:
     image = docker_import(f"publish {uuid.uuid4()}")
     digest = image_id(image)
     gate = write_gate(project, "cpu", digest)
@@ -171,7 +171,7 @@ def test_publish_then_republish_is_idempotent(engine: Any, project: Path, repo: 
 
 @pytest.mark.parametrize("gate", ["missing", "failed", "other-digest"])
 def test_publish_refused_without_a_passing_gate_for_this_digest(
-    engine: Any, project: Path, repo: str, gate: str, capsys: pytest.CaptureFixture[str]
+    docker_client: Any, project: Path, repo: str, gate: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     image = docker_import(f"refused {uuid.uuid4()}")
     digest = image_id(image)
@@ -190,7 +190,7 @@ def test_publish_refused_without_a_passing_gate_for_this_digest(
 
 
 def test_push_failing_midway_leaves_moving_tags_until_the_rerun(
-    engine: Any, project: Path, proxy: RegistryProxy, fast_retries: None,
+    docker_client: Any, project: Path, proxy: RegistryProxy, fast_retries: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     repo = f"{proxy.address}/lockdock-test/{uuid.uuid4().hex[:10]}"
@@ -225,7 +225,7 @@ def test_push_failing_midway_leaves_moving_tags_until_the_rerun(
     assert record["digest"] == new_digest and record["tags"][0] == new_ca
 
 
-def test_a_transient_refusal_is_retried(engine: Any, project: Path, proxy: RegistryProxy,
+def test_a_transient_refusal_is_retried(docker_client: Any, project: Path, proxy: RegistryProxy,
                                         fast_retries: None) -> None:
     repo = f"{proxy.address}/lockdock-test/{uuid.uuid4().hex[:10]}"
     image = docker_import(f"retry {uuid.uuid4()}")
@@ -237,7 +237,7 @@ def test_a_transient_refusal_is_retried(engine: Any, project: Path, proxy: Regis
 
 
 def test_publish_to_an_unreachable_or_rejecting_registry_writes_nothing(
-    engine: Any, project: Path, proxy: RegistryProxy, fast_retries: None,
+    docker_client: Any, project: Path, proxy: RegistryProxy, fast_retries: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     image = docker_import(f"unreachable {uuid.uuid4()}")
@@ -252,7 +252,7 @@ def test_publish_to_an_unreachable_or_rejecting_registry_writes_nothing(
     assert not (project / "images.lock.json").exists()
 
 
-def test_two_platforms_make_an_index(engine: Any, project: Path, repo: str) -> None:
+def test_two_platforms_make_an_index(docker_client: Any, project: Path, repo: str) -> None:
     content = f"multi {uuid.uuid4()}"
     amd, arm = docker_import(content, "linux/amd64"), docker_import(content, "linux/arm64")
     write_gate(project, "cpu", image_id(amd), platform="linux/amd64")
@@ -281,7 +281,9 @@ def _published(project: Path, repo: str, content: str) -> str:
     return digest
 
 
-def test_pin_files_then_pull_the_pinned_reference(engine: Any, project: Path, repo: str) -> None:
+def test_pin_files_then_pull_the_pinned_reference(
+    docker_client: Any, project: Path, repo: str
+) -> None:
     digest = _published(project, repo, f"pin {uuid.uuid4()}")
     app = project / "app"
     (app / ".devcontainer").mkdir(parents=True)
@@ -316,7 +318,7 @@ def test_pin_files_then_pull_the_pinned_reference(engine: Any, project: Path, re
     assert run("-C", str(app), "pin", repo, "--check") == 15
 
 
-def test_pin_names_an_unknown_tag(engine: Any, project: Path, repo: str,
+def test_pin_names_an_unknown_tag(docker_client: Any, project: Path, repo: str,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     _published(project, repo, f"unknown {uuid.uuid4()}")
     dockerfile = project / "Dockerfile.app"
@@ -328,7 +330,7 @@ def test_pin_names_an_unknown_tag(engine: Any, project: Path, repo: str,
 
 @pytest.mark.parametrize("fault", ["basic-auth", "bearer-denied", "unreachable"])
 def test_pin_with_a_rejecting_or_unreachable_registry_writes_nothing(
-    engine: Any, tmp_path: Path, proxy: RegistryProxy, fault: str,
+    docker_client: Any, tmp_path: Path, proxy: RegistryProxy, fault: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     repo = f"{proxy.address}/lockdock-test/auth"
@@ -345,7 +347,7 @@ def test_pin_with_a_rejecting_or_unreachable_registry_writes_nothing(
     assert dockerfile.read_text() == f"FROM {repo}:cpu\n"
 
 
-def test_published_devcontainer_runs_the_pinned_image(engine: Any, project: Path,
+def test_published_devcontainer_runs_the_pinned_image(docker_client: Any, project: Path,
                                                       repo: str) -> None:
     digest = _published(project, repo, f"devcontainer {uuid.uuid4()}")
     assert run("-C", str(project), "devcontainer", "cpu") == 0
@@ -355,7 +357,7 @@ def test_published_devcontainer_runs_the_pinned_image(engine: Any, project: Path
 
 
 
-def test_one_runner_per_platform_then_merge(engine: Any, project: Path, repo: str) -> None:
+def test_one_runner_per_platform_then_merge(docker_client: Any, project: Path, repo: str) -> None:
     """The CI split: each platform's runner pushes `<content tag>-<arch>`; a last job merges."""
     content = f"split {uuid.uuid4()}"
     amd, arm = docker_import(content, "linux/amd64"), docker_import(content, "linux/arm64")
@@ -383,7 +385,7 @@ def test_one_runner_per_platform_then_merge(engine: Any, project: Path, repo: st
     assert len(index["manifests"]) == 2 and record["digest"] == tag_digest(repo, "latest")
 
 
-def test_merge_refuses_a_platform_whose_gate_failed(engine: Any, project: Path, repo: str,
+def test_merge_refuses_a_platform_whose_gate_failed(docker_client: Any, project: Path, repo: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     content = f"split-fail {uuid.uuid4()}"
     amd, arm = docker_import(content, "linux/amd64"), docker_import(content, "linux/arm64")

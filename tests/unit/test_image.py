@@ -18,11 +18,11 @@ import pytest
 
 from lockdock import image
 from lockdock.errors import EngineError, IntegrityError, UsageError
-from lockdock.lockfile import LockedArtifact, read_lock
+from lockdock.installer.lockfile import LockedArtifact, read_lock
 from lockdock.spec import load_project
 from lockdock.testing.installs import Entry, write_lock
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def artifact(name: str, version: str, manager: str = "conda", url: str | None = None,

@@ -167,8 +167,9 @@ def _verifier(root: Path, dest: Path) -> Path:
 
 
 def _verify_in_image(image: str, verifier: Path, *before: str) -> subprocess.CompletedProcess[str]:
-    command = " && ".join([*before, "python -m lockdock.install /usr/share/lockdock/conda-lock.yml"
-                           " --prefix /opt/conda/envs/lockdock --platform linux-64 --verify-only"])
+    command = " && ".join([*before, "python -m lockdock.installer.install"
+                           " /usr/share/lockdock/conda-lock.yml --prefix /opt/conda/envs/lockdock"
+                           " --platform linux-64 --verify-only"])
     return docker("run", "--rm", "--user", "root", "-v", f"{verifier}:/verify:ro",
                   "-e", "PYTHONPATH=/verify/src:/verify/deps", "-e", "PYTHONDONTWRITEBYTECODE=1",
                   image, "bash", "-c", command)

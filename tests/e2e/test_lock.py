@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from lockdock.cli import main
+from lockdock.installer.lockfile import read_lock
 from lockdock.lock import check_locks, plan_flavor
-from lockdock.lockfile import read_lock
 from lockdock.spec import load_project
 from tests.fixtures.channel import (
     CHANNEL_NAME,

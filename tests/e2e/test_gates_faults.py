@@ -24,7 +24,7 @@ import pytest
 
 from lockdock import gates
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = ROOT / "tests" / "image"
 FAULTS = ROOT / "tests" / "gate_faults"
 

@@ -1,5 +1,5 @@
 """publish planning (pure) and push ordering with a recording pusher; the real registry runs
-are in tests/test_publish_engine.py."""
+are in tests/engine/test_publish_engine.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from lockdock import publish
 from lockdock.errors import PublishRefusedError, RegistryError, UsageError
-from lockdock.lockfile import LockedArtifact, read_lock
+from lockdock.installer.lockfile import LockedArtifact, read_lock
 from lockdock.registry import ImageRef, parse_reference
 
 REALDATA = Path("/work/shared/realdata")

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from lockdock import store
 from lockdock.cli import main as cli_main
 from lockdock.errors import IntegrityError, NetworkError
-from lockdock.lockfile import LockedArtifact, read_lock
+from lockdock.installer import store
+from lockdock.installer.lockfile import LockedArtifact, read_lock
 from lockdock.testing.installs import Entry, write_lock
 
 
@@ -219,8 +219,8 @@ def test_concurrent_fetch_processes_do_not_corrupt_the_store(
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from lockdock import store
-        from lockdock.lockfile import read_lock
+        from lockdock.installer import store
+        from lockdock.installer.lockfile import read_lock
         artifacts = store.lock_artifacts(read_lock(Path({str(lock)!r})))
         report = store.fetch(artifacts, Path({str(target)!r}), jobs=4)
         print(len(report.downloaded))

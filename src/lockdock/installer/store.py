@@ -34,7 +34,7 @@ from typing import IO, Any, Protocol
 
 from lockdock.errors import IntegrityError, NetworkError
 from lockdock.fsutil import file_digests
-from lockdock.lockfile import Lock, LockedArtifact
+from lockdock.installer.lockfile import Lock, LockedArtifact
 
 STORE_DIR = Path(".lockdock") / "store"
 HASH_DIR = "sha256"
@@ -371,24 +371,6 @@ def lock_artifacts(lock: Lock, platforms: Sequence[str] = ()) -> list[LockedArti
     """
     chosen = list(platforms) or list(lock.platforms)
     return [a for platform in chosen for a in lock.select(platform, sorted(lock.categories))]
-
-
-def project_artifacts(
-    project_root: Path, flavors: Sequence[str] = (), platforms: Sequence[str] = ()
-) -> list[LockedArtifact]:
-    """Every artifact of the named flavors' locks (all flavors when none is named)."""
-    from lockdock.errors import StaleLockError
-    from lockdock.lockfile import read_lock
-    from lockdock.spec import load_project
-
-    artifacts: list[LockedArtifact] = []
-    for flavor in load_project(project_root).select(flavors):
-        if not flavor.lock_path.is_file():
-            raise StaleLockError(
-                f"Flavor {flavor.name} has no lock at {flavor.lock_path}: run `lockdock lock`."
-            )
-        artifacts += lock_artifacts(read_lock(flavor.lock_path), platforms)
-    return artifacts
 
 
 def require_complete(artifacts: Sequence[LockedArtifact], store: Path) -> int:

@@ -1,7 +1,7 @@
 """pin: finding references and planning rewrites (pure; the registry is a lookup table here).
 
 The real registry round trip (resolve, rewrite, `docker pull` the pinned reference) is in
-tests/test_publish_engine.py.
+tests/engine/test_publish_engine.py.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lockdock import cli, sbom
-from lockdock.lockfile import read_lock
+from lockdock.installer.lockfile import read_lock
 
 REALDATA = Path("/work/shared/realdata")
 LARSNET = REALDATA / "larsnet-midi" / "conda-lock.yml"

@@ -3,7 +3,7 @@
 Runs from a plain Python with only the standard library, PyYAML and py-rattler (inside an
 image's builder stage)::
 
-    python -m lockdock.install conda-lock.yml --prefix /opt/conda/envs/lockdock \\
+    python -m lockdock.installer.install conda-lock.yml --prefix /opt/conda/envs/lockdock \\
         --store /store --offline --platform linux-64
 
 and through the CLI as ``lockdock install`` (same options).
@@ -11,9 +11,9 @@ and through the CLI as ``lockdock install`` (same options).
 Steps, in this order (nothing touches the prefix before step 3):
 
 1. select the lock's entries for the platform and categories (py-rattler's ``LockFile``
-   ignores conda-lock categories, so ``lockdock.lockfile`` filters);
+   ignores conda-lock categories, so ``lockdock.installer.lockfile`` filters);
 2. make sure the store holds every artifact (``--offline``: refuse, listing all missing ones;
-   otherwise download them through ``lockdock.store``) and re-hash every one of them
+   otherwise download them through ``lockdock.installer.store``) and re-hash every one of them
    (py-rattler does not verify ``file://`` packages);
 3. install the conda part with ``rattler.install`` from ``file://`` records of the store,
    then the pip part with the new prefix's own interpreter (``pip install --no-deps
@@ -58,8 +58,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lockdock.errors import InstallError, IntegrityError, LockdockError, UsageError
-from lockdock.lockfile import LockedArtifact, read_lock
-from lockdock.store import (
+from lockdock.installer.lockfile import LockedArtifact, read_lock
+from lockdock.installer.store import (
     STORE_DIR,
     artifact_path,
     describe,
@@ -589,7 +589,7 @@ def install(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lockdock.install",
+        prog="python -m lockdock.installer.install",
         description="Install a conda-lock.yml into a prefix from a hash-verified store, "
         "then verify the prefix equals the lock.",
     )

@@ -1,7 +1,7 @@
 """Unit tests for lockdock.gates: expectations, JUnit/observations parsing, verdict, Markdown
 report, gate.json (against publish's own check), report files, and the docker edge's
 arguments. The payload itself is exercised in test_gates_faults.py (host) and
-test_e2e_gates.py (inside the cpu image)."""
+tests/engine/test_gates_engine.py (inside the cpu image)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from lockdock import gates, publish
 from lockdock.errors import GateError, UsageError
-from lockdock.lockfile import LockedArtifact
+from lockdock.installer.lockfile import LockedArtifact
 
 
 def artifact(name: str, version: str, manager: str = "conda") -> LockedArtifact:

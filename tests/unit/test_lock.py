@@ -19,7 +19,7 @@ from lockdock.pip_resolve import (
 )
 from lockdock.spec import load_project
 
-_ROOT = Path(__file__).resolve().parents[1]
+_ROOT = Path(__file__).resolve().parents[2]
 REALDATA = next(
     (p for p in (_ROOT / "shared" / "realdata", _ROOT.parent / "shared" / "realdata")
      if p.is_dir()),
