@@ -2,11 +2,11 @@
 """`nox -s demo`: the whole pipeline offline, on a machine that reaches no conda channel.
 
 Builds the local demo channel (the running CPython packaged as `python`, small packages; the
-pip part, torch, from PyPI or the local wheel), writes the demo project, then runs the real
-commands: lock (conda-forge mirrored to the local channel), fetch, build the cpu image on the
-local engine (debootstrap base image), gate it, publish it to the local registry
-(127.0.0.1:5000), and pin a sample Dockerfile. Prints each step; the last line is the pinned
-reference. Needs root for `ci/engine start` and debootstrap.
+pip part, torch + JupyterLab + ipykernel + numpy + pytest, from PyPI or the local wheel), writes
+the demo project, then runs the real commands: lock (conda-forge mirrored to the local
+channel), fetch, build the cpu image on the local engine (debootstrap base image), gate it,
+publish it to the local registry (127.0.0.1:5000), and pin a sample Dockerfile. Prints each
+step; the last line is the pinned reference. Needs root for `ci/engine start` and debootstrap.
 
     python ci/demo.py [--workdir DIR] [--registry 127.0.0.1:5000/lockdock-demo]
 """
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     with ChannelServer(served) as server:
         channel_url = f"{server.url}/{demo.CHANNEL_NAME}"
         env = demo.demo_environment()
-        # the gates' payload runs pytest + torch inside the image
-        demo.write_demo_project(project, pip=(demo.CPU_TORCH, "pytest"))
+        # torch + JupyterLab/ipykernel/numpy (a notebook environment) + pytest for the gates
+        demo.write_demo_project(project, pip=demo.DEMO_PIP)
 
         step(4, f"lock (conda-forge mirrored to {channel_url}; pip part with uv)")
         lockdock(project, "lock", *demo.mirror_option(channel_url), env=env)

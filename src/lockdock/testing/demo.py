@@ -6,9 +6,10 @@ build end to end on a machine that reaches no conda channel.
   ``lockdock.testing.ChannelServer``.
 - ``write_demo_project``: ``environment.yml`` naming ``conda-forge`` exactly as a production
   project does (the lock is made with ``--mirror conda-forge=<local channel>``, see
-  ``mirror_option``), a ``pip:`` part (torch), and ``images/`` copied from lockdock's source
-  checkout. The base image is given to ``lockdock build --base-image`` (the debootstrap one
-  from ``lockdock.testing.baseimage`` in tests).
+  ``mirror_option``), a ``pip:`` part (``DEMO_PIP``: torch, JupyterLab, ...), and
+  ``images/`` copied from lockdock's source checkout. The base image is given to
+  ``lockdock build --base-image`` (the debootstrap one from
+  ``lockdock.testing.baseimage`` in tests).
 - ``demo_environment``: the environment the lockdock commands run with, so uv also sees the
   local CPU torch wheel that pip's configuration offers on the test machines.
 
@@ -32,6 +33,13 @@ CHANNEL_NAME = "demo-forge"
 PRODUCTION_CHANNEL = "conda-forge"
 #: The torch the demo locks with pip: a local CPU wheel on the test machines.
 CPU_TORCH = "torch==2.13.0"
+#: The demo's pip part: a notebook environment people would use (JupyterLab, its kernel,
+#: numpy) next to PyTorch, plus pytest for the gates' payload. Hash-locked from PyPI by uv
+#: like every pip requirement; JupyterLab's major version is bounded because the browser test
+#: drives its interface (``tests/engine/test_devenv_lab.py``).
+DEMO_PIP: tuple[str, ...] = (
+    CPU_TORCH, "numpy", "pytest", "jupyterlab>=4.4,<5", "ipykernel>=6.29,<8",
+)
 #: Where pip's configuration finds local wheels on the test machines (torch CPU).
 LOCAL_WHEELS = Path("/opt/wheels")
 
@@ -91,7 +99,7 @@ def write_demo_project(
     root: Path,
     *,
     flavors: Sequence[str] = ("cpu",),
-    pip: Sequence[str] = (CPU_TORCH,),
+    pip: Sequence[str] = DEMO_PIP,
     conda: Sequence[str] = ("hello", "tinylib"),
     overlays: Mapping[str, str] | None = None,
 ) -> Path:
