@@ -100,3 +100,18 @@ class PinError(LockdockError):
     """``pin`` found nothing to pin, a malformed file, or unpinned references (``--check``)."""
 
     exit_code = 15
+
+
+class LocalFileError(LockdockError):
+    """A local file or directory could not be read or written: permission denied, a read-only
+    file system, no space left, a directory where a file should be. Names the path.
+
+    Its own code so that a retry loop can tell it from a network failure (5): retrying does
+    not help, fixing the path does.
+    """
+
+    exit_code = 16
+
+
+#: Exit status of a run interrupted by Ctrl-C (SIGINT), as shells report 128 + 2.
+INTERRUPTED_EXIT = 130

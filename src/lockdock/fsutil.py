@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from lockdock.errors import LocalFileError
 
 
 @contextlib.contextmanager
@@ -19,8 +22,11 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") ->
     the mode of the file it replaces, else gets the umask's default (mkstemp's 0600 would make
     locks and SBOMs unreadable to other users, e.g. a container's non-root user).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise local_file_error(path, error, "write") from None
     try:
         os.chmod(tmp, _target_mode(path))
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
@@ -28,9 +34,11 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") ->
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and not isinstance(error, LocalFileError):
+            raise local_file_error(path, error, "write") from None
         raise
 
 
@@ -65,3 +73,26 @@ def file_digests(path: Path, algorithms: tuple[str, ...] = ("sha256",)) -> dict[
 
 def sha256_file(path: Path) -> str:
     return file_digests(path)["sha256"]
+
+
+def local_file_error(path: Path | str, error: OSError, action: str) -> LocalFileError:
+    """LocalFileError for ``error`` while ``action``-ing ``path`` (read, write, create...)."""
+    reason = error.strerror or str(error)
+    if error.errno == errno.EROFS:
+        reason = "it is on a read-only file system"
+    elif error.errno == errno.EISDIR:
+        reason = "a directory is in its place"
+    elif error.errno in (errno.EACCES, errno.EPERM):
+        reason = "permission denied"
+    elif error.errno == errno.ENOSPC:
+        reason = "no space left on the device"
+    where = str(path)
+    culprit = error.filename
+    if isinstance(culprit, str | os.PathLike) and str(culprit) != where \
+            and not Path(culprit).name.startswith("."):  # our own temp files: name the target
+        where += f" (at {culprit})"
+    return LocalFileError(
+        f"Could not {action} {where}: {reason}. This is a local file-system problem, not a "
+        "network one: retrying will not help; make the path writable (or readable) or choose "
+        "another one."
+    )

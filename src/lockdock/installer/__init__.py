@@ -11,4 +11,6 @@ from __future__ import annotations
 #: What both build paths copy into the image as the installer, relative to ``src/lockdock``:
 #: this package whole, plus the foundation modules it imports. The plain ``docker build .``
 #: path copies the same list (images/base/stages.Dockerfile; a test binds the two).
-INSTALLER_SOURCES = ("__init__.py", "errors.py", "fsutil.py", "progress.py", "installer")
+INSTALLER_SOURCES = (
+    "__init__.py", "errors.py", "fsutil.py", "progress.py", "textio.py", "installer"
+)

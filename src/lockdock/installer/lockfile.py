@@ -7,17 +7,22 @@ is lock.py's job, through conda-lock's own models.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import yaml
-
-from lockdock.errors import SpecError, UsageError
+from lockdock.errors import SpecError, StaleLockError, UsageError
+from lockdock.textio import read_yaml
 
 CONDA_SUFFIXES = (".conda", ".tar.bz2")
+#: The lock ``version:`` values this reader understands (conda-lock refuses others too).
+KNOWN_LOCK_VERSIONS = (1,)
+_HEX = {"sha256": re.compile(r"^[0-9a-fA-F]{64}$"), "md5": re.compile(r"^[0-9a-fA-F]{32}$")}
+#: URL schemes an artifact may be fetched from (``file://``: local channels and mirrors).
+URL_SCHEMES = ("https", "http", "file")
 
 
 @dataclass(frozen=True)
@@ -91,41 +96,65 @@ class Lock:
 
 
 def _load_yaml(path: Path) -> Any:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        with path.open(encoding="utf-8") as handle:
-            return yaml.load(handle, Loader=loader)
+        return read_yaml(path)
     except FileNotFoundError:
-        raise SpecError(f"Lock file {path} does not exist: run `lockdock lock` first.") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"Lock file {path} is not valid YAML{where}: {error}") from None
+        raise StaleLockError(
+            f"Lock file {path} does not exist: run `lockdock lock` first."
+        ) from None
 
 
 def read_lock(path: Path | str) -> Lock:
+    """Read and validate a lock; SpecError naming the file and entry for anything that would
+    make later steps install something other than what the lock claims (see ``_validate``)."""
     path = Path(path)
+    from lockdock.installer.explicit import is_explicit, read_explicit
+
+    if is_explicit(path):  # `conda-lock render --kind explicit`, `conda list --explicit`
+        return read_explicit(path)
     data = _load_yaml(path)
     if not isinstance(data, dict) or "package" not in data or "metadata" not in data:
         raise SpecError(
             f"{path} is not a conda-lock file: it needs top-level `metadata` and `package`."
         )
+    version = data.get("version")
+    if version not in KNOWN_LOCK_VERSIONS:
+        raise SpecError(
+            f"{path} has lock `version: {version}`; lockdock (like conda-lock) reads version "
+            f"{', '.join(map(str, KNOWN_LOCK_VERSIONS))} only. Re-lock with `lockdock lock`."
+        )
     meta = data["metadata"] or {}
+    if not isinstance(meta, dict) or not isinstance(data["package"] or [], list):
+        raise SpecError(f"{path}: `metadata` must be a mapping and `package` a list.")
     channels = tuple(
         c["url"] if isinstance(c, dict) else str(c) for c in meta.get("channels") or ()
     )
     merged: dict[tuple[str, str, str], LockedArtifact] = {}
+    first_index: dict[tuple[str, str, str], int] = {}
     for index, entry in enumerate(data["package"] or ()):
+        where = f"{path}: package entry #{index + 1}"
         try:
             artifact = _artifact(entry)
-        except (KeyError, TypeError) as error:
-            raise SpecError(f"{path}: package entry #{index + 1} lacks {error}.") from None
+        except (KeyError, TypeError, AttributeError) as error:
+            raise SpecError(f"{where} lacks {error} (or is not a mapping).") from None
+        _check_entry(artifact, where)
         previous = merged.get(artifact.key)
         if previous is not None:  # one entry per category in some writers
+            if _identity(previous) != _identity(artifact):
+                raise SpecError(
+                    f"{where} locks {artifact.manager} package {artifact.name} for "
+                    f"{artifact.platform} a second time ({artifact.version}, {artifact.url}; "
+                    f"entry #{first_index[artifact.key] + 1} says {previous.version}, "
+                    f"{previous.url}). A lock holds one entry per package and platform (a "
+                    "merge conflict resolved by keeping both?): re-lock with `lockdock lock`."
+                )
             artifact = LockedArtifact(
                 **{**artifact.__dict__, "categories": previous.categories | artifact.categories}
             )
+        else:
+            first_index[artifact.key] = index
         merged[artifact.key] = artifact
+    _check_dependencies(path, merged.values())
     return Lock(
         path=path,
         content_hash=dict(meta.get("content_hash") or {}),
@@ -136,18 +165,74 @@ def read_lock(path: Path | str) -> Lock:
     )
 
 
+def _identity(artifact: LockedArtifact) -> tuple[object, ...]:
+    """What two entries of one package and platform must share to be one artifact."""
+    return (artifact.version, artifact.url, artifact.sha256, artifact.md5)
+
+
+def _check_entry(artifact: LockedArtifact, where: str) -> None:
+    """Hashes that are hex digests (the store path is built from sha256: ``../x`` would leave
+    the store), and a URL with a scheme lockdock can fetch."""
+    for algorithm in ("sha256", "md5"):
+        value = getattr(artifact, algorithm)
+        if value is not None and not _HEX[algorithm].match(value):
+            size = 64 if algorithm == "sha256" else 32
+            raise SpecError(
+                f"{where} ({artifact.name} {artifact.version}): {algorithm} {value!r} is not "
+                f"{size} hexadecimal digits. Re-lock with `lockdock lock`."
+            )
+    parsed = urlparse(artifact.url)
+    if parsed.scheme not in URL_SCHEMES or not parsed.path:
+        raise SpecError(
+            f"{where} ({artifact.name} {artifact.version}): url {artifact.url!r} is not an "
+            f"absolute {'/'.join(URL_SCHEMES)} URL."
+        )
+
+
+def _check_dependencies(path: Path, artifacts: Iterable[LockedArtifact]) -> None:
+    """Every dependency an entry names is locked for its platform: a lock missing one installs
+    an environment that violates its own dependencies. Virtual packages (``__glibc``) are the
+    machine's; pip names match conda or pip entries by their normalised name."""
+    by_platform: dict[str, set[str]] = {}
+    chosen = list(artifacts)
+    for artifact in chosen:
+        by_platform.setdefault(artifact.platform, set()).add(_normalised(artifact.name))
+    missing: dict[tuple[str, str], list[str]] = {}
+    for artifact in chosen:
+        present = by_platform[artifact.platform]
+        for dependency in artifact.dependencies:
+            if dependency.startswith("__") or _normalised(dependency) in present:
+                continue
+            missing.setdefault((artifact.platform, dependency), []).append(artifact.name)
+    if missing:
+        listing = "; ".join(
+            f"{dep} ({platform}, needed by {', '.join(sorted(needers))})"
+            for (platform, dep), needers in sorted(missing.items())
+        )
+        raise SpecError(
+            f"{path} is incomplete: {len(missing)} dependenc(ies) of locked packages have no "
+            f"entry: {listing}. Installing it would give an environment that breaks its own "
+            "dependencies; re-lock with `lockdock lock`."
+        )
+
+
+def _normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _artifact(entry: Mapping[str, Any]) -> LockedArtifact:
     hashes = entry.get("hash") or {}
     category = entry.get("category") or "main"
     categories = entry.get("categories") or [category]
+    sha256, md5 = hashes.get("sha256"), hashes.get("md5")
     return LockedArtifact(
         name=str(entry["name"]),
         version=str(entry["version"]),
         manager=str(entry["manager"]),
         platform=str(entry["platform"]),
         url=str(entry["url"]),
-        sha256=hashes.get("sha256"),
-        md5=hashes.get("md5"),
+        sha256=None if sha256 is None else str(sha256),
+        md5=None if md5 is None else str(md5),
         categories=frozenset(categories),
         dependencies={str(k): str(v) for k, v in (entry.get("dependencies") or {}).items()},
     )

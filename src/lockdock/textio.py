@@ -1,0 +1,161 @@
+"""Reading the user's text files: the one place that decodes them and parses their YAML.
+
+Every file a user writes or edits (environment.yml, virtual-packages.yml, conda-lock.yml,
+images.lock.json, the Dockerfiles and compose files ``pin`` rewrites) is read through
+``read_text``, and every YAML document through ``load_yaml``/``compose_yaml``, so that the
+same mistakes get the same one-paragraph answer everywhere:
+
+- bytes that are not UTF-8 (a Latin-1 editor, a PowerShell ``>`` redirect writing UTF-16):
+  ``SpecError`` "FILE is not UTF-8 text (byte 0x.. at line L)", never a ``UnicodeDecodeError``;
+- a file that cannot be read at all (permissions, a directory in its place): ``LocalFileError``
+  naming it; a missing file stays ``FileNotFoundError`` because what that means (a lock not
+  made yet: exit 6; no project: exit 3) is the caller's knowledge;
+- a YAML mapping with the same key twice: refused, naming the key and both lines. PyYAML (and
+  conda) keep the last one silently, so two ``dependencies:`` blocks drop the first block's
+  packages from the lock without a word;
+- malformed YAML: ``yaml_error``, the one formatter (file, line, column, PyYAML's problem).
+
+Standard library + PyYAML only: the installer reads locks with it inside image builds
+(``INSTALLER_SOURCES``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lockdock.errors import LockdockError, SpecError
+from lockdock.fsutil import local_file_error
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _loader_class() -> type[Any]:
+    """libyaml's parser when PyYAML was built with it (a lock may hold thousands of entries);
+    the constructor, where duplicate keys are judged, is Python either way."""
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def decode_text(data: bytes, path: Path | str) -> str:
+    """``data`` as UTF-8, else SpecError naming the first bad byte and its line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        byte = data[error.start]
+        line = data.count(b"\n", 0, error.start) + 1
+        hint = "Save it as UTF-8"
+        if data.startswith(_UTF16_BOMS):
+            hint += " (it looks like UTF-16, e.g. from a PowerShell `>` redirect)"
+        raise SpecError(
+            f"{path} is not UTF-8 text (byte 0x{byte:02x} at line {line}). {hint}; lockdock "
+            "reads every input file as UTF-8."
+        ) from None
+
+
+def read_text(path: Path | str) -> str:
+    """The text of a user's file, decoded as UTF-8 (see the module docstring for errors)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise local_file_error(path, error, "read") from None
+    return decode_text(data, path)
+
+
+# --- YAML ------------------------------------------------------------------------------
+
+
+def yaml_error(
+    path: Path | str, error: Exception, kind: type[LockdockError] = SpecError
+) -> LockdockError:
+    """The one message for malformed YAML: file, line and column, PyYAML's problem."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    detail = " ".join(str(getattr(error, "problem", "") or error).split())
+    return kind(f"{path} is not valid YAML{where}: {detail}.")
+
+
+def check_unique_keys(
+    node: yaml.Node, path: Path | str, kind: type[LockdockError] = SpecError
+) -> None:
+    """Refuse a mapping (anywhere in ``node``) that names one key twice."""
+    seen: set[int] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key, value in current.value:
+                stack.append(value)
+                if not isinstance(key, yaml.ScalarNode) or key.value == "<<":
+                    stack.append(key)
+                    continue
+                line = key.start_mark.line + 1
+                identity = (key.tag, key.value)
+                if identity in first:
+                    raise kind(
+                        f"{path}: duplicate key `{key.value}` at line {line} (first at line "
+                        f"{first[identity]}). YAML keeps only the last one and silently drops "
+                        "the other; merge them into one."
+                    )
+                first[identity] = line
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+
+
+def _nodes(text: str, path: Path | str, kind: type[LockdockError]) -> Iterator[yaml.Node]:
+    loader = _loader_class()(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                check_unique_keys(node, path, kind)
+            yield node
+    except yaml.YAMLError as error:
+        raise yaml_error(path, error, kind) from None
+    finally:
+        loader.dispose()
+
+
+def compose_yaml(
+    text: str, path: Path | str, kind: type[LockdockError] = SpecError
+) -> yaml.Node | None:
+    """The node tree of a one-document YAML ``text`` (positions kept), duplicate keys refused."""
+    documents = compose_all_yaml(text, path, kind)
+    if len(documents) > 1:
+        raise kind(f"{path} holds {len(documents)} YAML documents (`---`); expected one.")
+    return documents[0] if documents else None
+
+
+def compose_all_yaml(
+    text: str, path: Path | str, kind: type[LockdockError] = SpecError
+) -> list[yaml.Node]:
+    """Every document's node tree (compose files may hold several), duplicate keys refused."""
+    return list(_nodes(text, path, kind))
+
+
+def load_yaml(text: str, path: Path | str, kind: type[LockdockError] = SpecError) -> Any:
+    """Python data of a one-document YAML ``text`` (safe types only), duplicate keys refused."""
+    node = compose_yaml(text, path, kind)
+    if node is None:
+        return None
+    loader = _loader_class()("")
+    try:
+        return loader.construct_document(node)
+    except yaml.YAMLError as error:
+        raise yaml_error(path, error, kind) from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path | str, kind: type[LockdockError] = SpecError) -> Any:
+    """``load_yaml(read_text(path))``; FileNotFoundError left to the caller."""
+    return load_yaml(read_text(path), path, kind)
