@@ -64,6 +64,7 @@ from lockdock.installer.store import (
     artifact_path,
     describe,
     fetch,
+    list_missing,
     missing_from_store,
     verify_artifacts,
 )
@@ -309,7 +310,8 @@ async def _records(conda: Sequence[LockedArtifact], store: Path) -> list[RepoDat
                 f"{describe(artifact)}: the archive's index.json says "
                 f"{record.name.normalized} {record.version}, not what the lock names."
             )
-        record.sha256 = bytes.fromhex(artifact.sha256 or "")
+        if artifact.sha256:  # md5-only entries (explicit locks): the archive's own sha256
+            record.sha256 = bytes.fromhex(artifact.sha256)
         if artifact.md5:
             record.md5 = bytes.fromhex(artifact.md5)
         record.channel = _channel_of(artifact.url)
@@ -534,8 +536,8 @@ def install(
     if missing and offline:
         raise IntegrityError(
             f"--offline and {len(missing)} artifact(s) of {lock_path} ({platform}) are not "
-            f"in store {store}: {', '.join(describe(a) for a in missing)}. Run `lockdock "
-            "fetch` where the network is reachable, or drop --offline."
+            f"in store {store} (run `lockdock fetch` where the network is reachable, or "
+            f"drop --offline):\n{list_missing(missing)}"
         )
     if missing:
         _say(f"fetching {len(missing)} artifact(s) into {store}")

@@ -38,6 +38,8 @@ from lockdock.installer.lockfile import Lock, LockedArtifact
 
 STORE_DIR = Path(".lockdock") / "store"
 HASH_DIR = "sha256"
+#: Entries pinned by md5 only (explicit locks, old conda-lock files): ``md5/<hex>/<name>``.
+MD5_DIR = "md5"
 #: Attempts per download (1 + retries) and the pause before each retry, in seconds.
 DOWNLOAD_ATTEMPTS = 3
 RETRY_PAUSES = (1.0, 3.0)
@@ -53,8 +55,12 @@ def default_store(project_root: Path) -> Path:
 
 
 def relative_path(artifact: LockedArtifact) -> str:
-    """``sha256/<hex>/<file name>``: where ``artifact`` lives inside any store."""
-    if not artifact.sha256:
+    """``sha256/<hex>/<file name>``: where ``artifact`` lives inside any store.
+
+    A conda entry pinned by md5 alone (explicit locks, old conda-lock files) lives at
+    ``md5/<hex>/<file name>``: still content-addressed by the one digest the lock gives.
+    """
+    if not artifact.sha256 and not (artifact.manager == "conda" and artifact.md5):
         raise IntegrityError(
             f"Lock entry {artifact.name} {artifact.version} ({artifact.manager}, "
             f"{artifact.platform}) has no sha256: lockdock stores and installs only "
@@ -66,6 +72,8 @@ def relative_path(artifact: LockedArtifact) -> str:
             f"Lock entry {artifact.name} {artifact.version}: its URL {artifact.url} has no "
             "usable file name."
         )
+    if not artifact.sha256:
+        return f"{MD5_DIR}/{(artifact.md5 or '').lower()}/{name}"
     return f"{HASH_DIR}/{artifact.sha256.lower()}/{name}"
 
 
@@ -86,16 +94,17 @@ def inventory(store: Path) -> frozenset[str]:
 
     Temp files (hidden, ``*.part``) of running or interrupted downloads are not listed.
     """
-    root = Path(store) / HASH_DIR
-    if not root.is_dir():
-        return frozenset()
     found: set[str] = set()
-    for digest_dir in root.iterdir():
-        if not digest_dir.is_dir():
+    for kind in (HASH_DIR, MD5_DIR):
+        root = Path(store) / kind
+        if not root.is_dir():
             continue
-        for entry in digest_dir.iterdir():
-            if not entry.name.startswith(".") and entry.is_file():
-                found.add(f"{HASH_DIR}/{digest_dir.name}/{entry.name}")
+        for digest_dir in root.iterdir():
+            if not digest_dir.is_dir():
+                continue
+            for entry in digest_dir.iterdir():
+                if not entry.name.startswith(".") and entry.is_file():
+                    found.add(f"{kind}/{digest_dir.name}/{entry.name}")
     return frozenset(found)
 
 
@@ -114,11 +123,33 @@ def describe(artifact: LockedArtifact) -> str:
     return f"{artifact.name} {artifact.version} ({artifact.manager}, {artifact.filename})"
 
 
+#: How many missing artifacts an error lists before it says "and N more".
+MISSING_LISTED = 20
+
+
+def list_missing(artifacts: Sequence[LockedArtifact]) -> str:
+    """Missing artifacts for an error: one per line, sorted by name, the first 20 and a count.
+
+    The one home of that format (``fetch --check``, ``install --offline``): a real lock
+    misses hundreds of files, and one line of them in hash order is unreadable.
+    """
+    ordered = sorted(artifacts, key=lambda a: (a.name, a.version, a.platform, a.filename))
+    lines = [f"  - {describe(a)}" for a in ordered[:MISSING_LISTED]]
+    if len(ordered) > MISSING_LISTED:
+        lines.append(f"  ... and {len(ordered) - MISSING_LISTED} more")
+    return "\n".join(lines)
+
+
 def expected_digests(artifact: LockedArtifact) -> dict[str, str]:
-    """The digests the lock pins: sha256 always, md5 too for conda entries that have one."""
-    expected = {"sha256": (artifact.sha256 or "").lower()}
+    """The digests the lock pins: sha256 and, for conda entries, md5 -- whichever it has.
+
+    An entry with neither never gets here: ``relative_path`` refuses it first.
+    """
+    expected = {"sha256": artifact.sha256.lower()} if artifact.sha256 else {}
     if artifact.manager == "conda" and artifact.md5:
         expected["md5"] = artifact.md5.lower()
+    if not expected:
+        relative_path(artifact)  # raises IntegrityError naming the entry
     return expected
 
 
@@ -378,8 +409,7 @@ def require_complete(artifacts: Sequence[LockedArtifact], store: Path) -> int:
     missing = missing_from_store(artifacts, store)
     if missing:
         raise IntegrityError(
-            f"{len(missing)} artifact(s) missing from store {store}: "
-            + ", ".join(describe(a) for a in missing)
-            + ". Run `lockdock fetch`."
+            f"{len(missing)} artifact(s) missing from store {store} (run `lockdock fetch`):\n"
+            + list_missing(missing)
         )
     return len(unique(artifacts))
