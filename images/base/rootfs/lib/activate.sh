@@ -18,3 +18,12 @@ if [ -d "$LOCKDOCK_PREFIX" ]; then
         unset lockdock_script
     fi
 fi
+# Interactive shells (/etc/bash.bashrc sources this last): show the active environment in the
+# prompt as `conda activate` does, once, whatever the base image's PS1 is.
+case $- in
+    *i*)
+        case ${PS1-} in
+            "(lockdock) "*) ;;
+            *) PS1="(lockdock) ${PS1-\$ }" ;;
+        esac ;;
+esac
