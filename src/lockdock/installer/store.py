@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import http.client
 import os
+import re
 import tempfile
 import threading
 import time
@@ -32,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from lockdock.errors import IntegrityError, NetworkError
-from lockdock.fsutil import file_digests
+from lockdock.errors import IntegrityError, LocalFileError, NetworkError
+from lockdock.fsutil import file_digests, local_file_error
 from lockdock.installer.lockfile import Lock, LockedArtifact
 
 STORE_DIR = Path(".lockdock") / "store"
@@ -48,6 +49,9 @@ TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
 DOWNLOAD_TIMEOUT_S = 60.0
 CHUNK = 1 << 20
 TEMP_SUFFIX = ".part"
+#: A download's temp file: ``.<name>.<pid>.<thread>.<random>.part`` (the pid tells a rerun
+#: whether the download that left it is still running).
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.\d+\.[A-Za-z0-9_]+" + re.escape(TEMP_SUFFIX) + "$")
 
 
 def default_store(project_root: Path) -> Path:
@@ -164,7 +168,10 @@ def mismatch_message(artifact: LockedArtifact, where: str, actual: dict[str, str
 
 def verify_file(artifact: LockedArtifact, path: Path) -> str | None:
     """Hash ``path`` and compare with the lock; ``None`` when it matches, else the problem."""
-    actual = file_digests(path, tuple(expected_digests(artifact)))
+    try:
+        actual = file_digests(path, tuple(expected_digests(artifact)))
+    except OSError as error:
+        raise local_file_error(path, error, "read") from None
     return mismatch_message(artifact, str(path), actual)
 
 
@@ -217,6 +224,75 @@ class _Failure(Exception):
         self.integrity = integrity
 
 
+class _Cancelled(Exception):
+    """The fetch was interrupted (Ctrl-C, a failure elsewhere): stop at the next chunk."""
+
+
+class _Truncated(http.client.IncompleteRead):
+    """The body ended before its ``Content-Length``: the connection broke, a network error
+    worth retrying, never a hash mismatch (urllib returns a short body without complaint)."""
+
+
+#: Temp files of downloads running in this process, removed when a fetch is interrupted
+#: (their threads may be stuck in a read until the timeout; the process does not wait).
+_ACTIVE_TEMPS: set[Path] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def remove_active_temps() -> None:
+    """Delete this process's download temp files now (interrupt handling)."""
+    with _ACTIVE_LOCK:
+        temps = list(_ACTIVE_TEMPS)
+        _ACTIVE_TEMPS.clear()
+    for tmp in temps:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        with contextlib.suppress(OSError):
+            tmp.parent.rmdir()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != 0
+
+
+def sweep_dead_temps(store: Path) -> list[Path]:
+    """Remove temp files that downloads of dead processes (SIGKILL, a crash) left behind,
+    and their digest folders if now empty; files of running fetches are left alone."""
+    removed: list[Path] = []
+    for kind in (HASH_DIR, MD5_DIR):
+        root = Path(store) / kind
+        if not root.is_dir():
+            continue
+        for digest_dir in root.iterdir():
+            if not digest_dir.is_dir():
+                continue
+            for entry in digest_dir.iterdir():
+                match = _TEMP_NAME.match(entry.name)
+                if match and int(match.group(1)) != os.getpid() \
+                        and not _pid_alive(int(match.group(1))):
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
+                        removed.append(entry)
+            with contextlib.suppress(OSError):
+                digest_dir.rmdir()  # only succeeds when empty
+    return removed
+
+
+def _content_length(response: Any) -> int | None:
+    headers = getattr(response, "headers", None)
+    value = headers.get("Content-Length") if headers is not None else None
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def _is_transient(error: BaseException) -> bool:
     if isinstance(error, urllib.error.HTTPError):
         return error.code in TRANSIENT_HTTP
@@ -239,33 +315,64 @@ def _open_url(url: str) -> Iterator[IO[bytes]]:
 
 
 def _download_once(
-    artifact: LockedArtifact, final: Path, progress: ProgressSink, opener: Callable[..., Any]
+    artifact: LockedArtifact,
+    final: Path,
+    progress: ProgressSink,
+    opener: Callable[..., Any],
+    stop: threading.Event | None = None,
 ) -> None:
-    """Stream to a temp file beside ``final``; hash; rename into place only on a match."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.name}.{os.getpid()}.{threading.get_ident()}.",
-        suffix=TEMP_SUFFIX,
-        dir=final.parent,
-    )
+    """Stream to a temp file beside ``final``; hash; rename into place only on a match.
+
+    Local file-system failures are LocalFileError (naming the path), never network errors:
+    retrying a read-only store does not help.
+    """
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{final.name}.{os.getpid()}.{threading.get_ident()}.",
+            suffix=TEMP_SUFFIX,
+            dir=final.parent,
+        )
+    except OSError as error:
+        raise local_file_error(final, error, "create a download in") from None
     tmp = Path(tmp_name)
+    with _ACTIVE_LOCK:
+        _ACTIVE_TEMPS.add(tmp)
     try:
         hashers = {name: hashlib.new(name) for name in expected_digests(artifact)}
         with os.fdopen(fd, "wb") as out, opener(artifact.url) as response:
+            expected_length = _content_length(response)
+            received = 0
             while chunk := response.read(CHUNK):
-                out.write(chunk)
+                if stop is not None and stop.is_set():
+                    raise _Cancelled()
+                try:
+                    out.write(chunk)
+                except OSError as error:
+                    raise local_file_error(final, error, "write") from None
+                received += len(chunk)
                 for hasher in hashers.values():
                     hasher.update(chunk)
                 progress.advance(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
+            if expected_length is not None and received < expected_length:
+                raise _Truncated(b"", expected_length - received)
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+            except OSError as error:
+                raise local_file_error(final, error, "write") from None
         actual = {name: h.hexdigest() for name, h in hashers.items()}
         problem = mismatch_message(artifact, artifact.url, actual)
         if problem:
             raise _Failure(f"{problem}; the download was discarded", integrity=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
+        try:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, final)
+        except OSError as error:
+            raise local_file_error(final, error, "write") from None
     finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE_TEMPS.discard(tmp)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         # A rejected download leaves nothing behind, not even its digest folder (another
@@ -282,6 +389,7 @@ def download(
     progress: ProgressSink | None = None,
     opener: Callable[..., Any] = _open_url,
     sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> Path:
     """Download one artifact into the store (bounded retry on transient network errors)."""
     final = artifact_path(store, artifact)
@@ -289,11 +397,15 @@ def download(
     last: BaseException | None = None
     for attempt in range(DOWNLOAD_ATTEMPTS):
         if attempt:
-            sleep(RETRY_PAUSES[min(attempt - 1, len(RETRY_PAUSES) - 1)])
+            pause = RETRY_PAUSES[min(attempt - 1, len(RETRY_PAUSES) - 1)]
+            if stop is None:
+                sleep(pause)
+            elif stop.wait(pause):  # interrupted while pausing
+                raise _Cancelled()
         try:
-            _download_once(artifact, final, sink, opener)
+            _download_once(artifact, final, sink, opener, stop)
             return final
-        except _Failure:
+        except (_Failure, _Cancelled, LocalFileError):
             raise
         except (OSError, http.client.HTTPException) as error:
             last = error
@@ -343,6 +455,7 @@ def fetch(
     """
     store = Path(store)
     wanted = unique(artifacts)
+    sweep_dead_temps(store)
     present = inventory(store)
     to_get = plan_fetch(wanted, present)
     already = [a for a in wanted if relative_path(a) in present]
@@ -353,8 +466,11 @@ def fetch(
         for artifact, problem in zip(already, results, strict=True):
             if problem:
                 corrupt.append(artifact)
-                with contextlib.suppress(FileNotFoundError):
-                    artifact_path(store, artifact).unlink()
+                try:
+                    artifact_path(store, artifact).unlink(missing_ok=True)
+                except OSError as error:
+                    raise local_file_error(artifact_path(store, artifact), error,
+                                           "replace the corrupt file") from None
         already = [a for a in already if a not in corrupt]
         to_get = sorted([*to_get, *corrupt], key=relative_path)
 
@@ -369,17 +485,29 @@ def fetch(
                     with lock:
                         bar.advance(amount)
 
+            stop = threading.Event()
+
             def get(artifact: LockedArtifact) -> LockedArtifact:
-                download(artifact, store, progress=_Locked(), opener=opener)
+                download(artifact, store, progress=_Locked(), opener=opener, stop=stop)
                 return artifact
 
-            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+            try:
                 futures = [pool.submit(get, a) for a in to_get]
                 for future in futures:
                     try:
                         done.append(future.result())
                     except _Failure as failure:
                         failures.append(failure)
+            except BaseException:
+                # Ctrl-C or a local file-system error: stop every download at its next chunk,
+                # start no new one, delete our temp files now and do not wait for threads
+                # stuck in a read (the CLI exits without joining them).
+                stop.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                remove_active_temps()
+                raise
+            pool.shutdown(wait=True)
     if failures:
         text = "; ".join(str(f) for f in failures)
         if any(f.integrity for f in failures):
