@@ -1,11 +1,11 @@
 """The project model: which flavors exist and which input files define each one's lock.
 
 A lockdock project is a directory holding ``environment.yml`` and ``images/``. Every
-folder of ``images/`` except ``base/`` is a flavor; each has a ``Dockerfile`` and may
-add an overlay ``environment.yml`` (merged after the top-level one, as conda-lock merges
-several ``-f`` files) and a ``virtual-packages.yml`` (conda-lock's
-``--virtual-package-spec`` format). The default flavor ``cpu`` is locked into the
-top-level ``conda-lock.yml``; every other flavor into ``images/<flavor>/conda-lock.yml``.
+folder of ``images/`` except ``base/`` is a flavor; each has a ``Dockerfile`` and a
+``flavor.toml`` saying what it is (lockdock.flavors: accelerator kind, parent flavor, source
+files, platforms, moving tags, virtual packages). The flavor marked ``default = true`` is
+locked into the top-level ``conda-lock.yml``; every other flavor into
+``images/<flavor>/conda-lock.yml``.
 
 Pure: reads the directory tree, never writes.
 """
@@ -18,24 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from lockdock.errors import SpecError, UsageError
+from lockdock.flavors import (
+    ENVIRONMENT_FILE,
+    FLAVOR_FILE,
+    LOCK_FILE,
+    VIRTUAL_PACKAGES_FILE,
+    Flavor,
+    FlavorFile,
+    parse_flavor_file,
+    resolve_flavors,
+)
 
-DEFAULT_FLAVOR = "cpu"
-BASE_DIR_NAME = "base"
-ENVIRONMENT_FILE = "environment.yml"
-LOCK_FILE = "conda-lock.yml"
-VIRTUAL_PACKAGES_FILE = "virtual-packages.yml"
-
-
-@dataclass(frozen=True)
-class Flavor:
-    name: str
-    directory: Path
-    dockerfile: Path
-    #: The environment files conda-lock would be given, in ``-f`` order.
-    environment_files: tuple[Path, ...]
-    virtual_packages_file: Path | None
-    lock_path: Path
-
+__all__ = ["ENVIRONMENT_FILE", "LOCK_FILE", "VIRTUAL_PACKAGES_FILE", "Flavor", "Project",
+           "load_project"]  # fmt: skip
 
 @dataclass(frozen=True)
 class Project:
@@ -45,7 +40,7 @@ class Project:
 
     @property
     def images_dir(self) -> Path:
-        return self.root / "images"
+        return self.root / IMAGES_DIR
 
     @property
     def base_dir(self) -> Path:
@@ -70,29 +65,31 @@ class Project:
             )
         return [self.flavors[n] for n in dict.fromkeys(wanted)]
 
+    def one(self, name: str) -> Flavor:
+        return self.select([name])[0]
 
-def flavor_from_directory(root: Path, directory: Path) -> Flavor:
-    name = directory.name
-    dockerfile = directory / "Dockerfile"
-    if not dockerfile.is_file():
+
+IMAGES_DIR = "images"
+BASE_DIR_NAME = "base"
+
+
+def read_flavor_file(directory: Path) -> FlavorFile:
+    from lockdock.textio import read_text
+
+    path = directory / FLAVOR_FILE
+    if not (directory / "Dockerfile").is_file():
         raise SpecError(
             f"Flavor folder {directory} has no Dockerfile: every folder of images/ except "
             "base/ is a flavor and needs one (remove the folder if it is not a flavor)."
         )
-    overlay = directory / ENVIRONMENT_FILE
-    env_files: Sequence[Path] = (root / ENVIRONMENT_FILE,)
-    if overlay.is_file():
-        env_files = (*env_files, overlay)
-    vpkgs = directory / VIRTUAL_PACKAGES_FILE
-    lock_path = root / LOCK_FILE if name == DEFAULT_FLAVOR else directory / LOCK_FILE
-    return Flavor(
-        name=name,
-        directory=directory,
-        dockerfile=dockerfile,
-        environment_files=tuple(env_files),
-        virtual_packages_file=vpkgs if vpkgs.is_file() else None,
-        lock_path=lock_path,
-    )
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        raise SpecError(
+            f"Flavor folder {directory} has no {FLAVOR_FILE}: every flavor declares what it "
+            'is there, at least `accelerator = "cpu"` (see docs/architecture.md, flavors).'
+        ) from None
+    return parse_flavor_file(directory.name, directory, text)
 
 
 def load_project(root: Path | str = ".") -> Project:
@@ -102,16 +99,16 @@ def load_project(root: Path | str = ".") -> Project:
     if not env_file.is_file():
         raise SpecError(
             f"No {ENVIRONMENT_FILE} in {root}: lockdock commands run in a project directory "
-            "holding environment.yml and images/<flavor>/Dockerfile."
+            "holding environment.yml and images/<flavor>/{Dockerfile,flavor.toml}."
         )
-    images = root / "images"
-    flavors: dict[str, Flavor] = {}
+    images = root / IMAGES_DIR
+    files: dict[str, FlavorFile] = {}
     if images.is_dir():
         for directory in sorted(p for p in images.iterdir() if p.is_dir()):
             if directory.name == BASE_DIR_NAME or directory.name.startswith("."):
                 continue
-            flavors[directory.name] = flavor_from_directory(root, directory)
-    return Project(root=root, environment_file=env_file, flavors=flavors)
+            files[directory.name] = read_flavor_file(directory)
+    return Project(root=root, environment_file=env_file, flavors=resolve_flavors(root, files))
 
 
 # --- environment-file validation ------------------------------------------------------

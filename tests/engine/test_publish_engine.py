@@ -23,6 +23,7 @@ import pytest
 from lockdock import cli, publish
 from lockdock import sbom as sbom_module
 from lockdock.registry import RegistryClient, parse_reference
+from lockdock.testing.flavors import write_flavor
 from tests.fixtures.engine import missing
 from tests.fixtures.registry_proxy import RegistryProxy
 
@@ -107,7 +108,7 @@ def write_gate(root: Path, flavor: str, digest: str, *, passed: bool = True,
 def project(tmp_path: Path) -> Path:
     (tmp_path / "environment.yml").write_text("dependencies: [python]\n", encoding="utf-8")
     (tmp_path / "images" / "cpu").mkdir(parents=True)
-    (tmp_path / "images" / "cpu" / "Dockerfile").write_text("FROM scratch\n", encoding="utf-8")
+    write_flavor(tmp_path / "images", "cpu")
     (tmp_path / "conda-lock.yml").write_text(_tiny_lock_text("a"), encoding="utf-8")
     return tmp_path
 

@@ -15,6 +15,7 @@ import pytest
 from lockdock import gates, publish
 from lockdock.errors import GateError, UsageError
 from lockdock.installer.lockfile import LockedArtifact
+from lockdock.testing.flavors import write_flavor
 
 
 def artifact(name: str, version: str, manager: str = "conda") -> LockedArtifact:
@@ -418,7 +419,7 @@ def test_run_in_image_isolation_arguments(tmp_path: Path, gpu: bool) -> None:
 
 def _project(root: Path) -> Path:
     (root / "images" / "cpu").mkdir(parents=True)
-    (root / "images" / "cpu" / "Dockerfile").write_text("FROM scratch\n")
+    write_flavor(root / "images", "cpu")
     (root / "environment.yml").write_text("channels: [conda-forge]\ndependencies: [python]\n")
     packages = [
         {"name": "python", "version": "3.12.7", "manager": "conda", "platform": "linux-64",

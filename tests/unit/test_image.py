@@ -21,6 +21,7 @@ from lockdock.errors import EngineError, IntegrityError, UsageError
 from lockdock.installer.lockfile import LockedArtifact, read_lock
 from lockdock.spec import load_project
 from lockdock.testing.installs import Entry, write_lock
+from lockdock.testing.flavors import write_flavor
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -209,7 +210,7 @@ def _hand_lock(tmp_path: Path) -> Path:
 def test_incomplete_store_names_every_missing_artifact(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     (project / "images" / "cpu").mkdir(parents=True)
-    (project / "images" / "cpu" / "Dockerfile").write_text("FROM scratch\n")
+    write_flavor(project / "images", "cpu")
     (project / "environment.yml").write_text("dependencies: []\n")
     lock = _hand_lock(project)
     one = next(a for a in read_lock(lock).artifacts if a.name == "hello")
@@ -264,7 +265,7 @@ def test_cli_refuses_an_unknown_flavor_and_a_stale_lock(
     monkeypatch.setattr(image, "check_engine", lambda builder=None: None)
     project = tmp_path / "proj"
     (project / "images" / "cpu").mkdir(parents=True)
-    (project / "images" / "cpu" / "Dockerfile").write_text("FROM scratch\n")
+    write_flavor(project / "images", "cpu")
     (project / "environment.yml").write_text(
         "channels: [conda-forge]\nplatforms: [linux-64]\ndependencies: [python]\n"
     )

@@ -18,13 +18,8 @@ from lockdock.pip_resolve import (
     split_provided,
 )
 from lockdock.spec import load_project
-
-_ROOT = Path(__file__).resolve().parents[2]
-REALDATA = next(
-    (p for p in (_ROOT / "shared" / "realdata", _ROOT.parent / "shared" / "realdata")
-     if p.is_dir()),
-    Path("/work/shared/realdata"),
-)  # fmt: skip
+from lockdock.testing.flavors import write_flavor
+from tests.data import REALDATA
 
 
 def test_mirrors_resolve_names_urls_and_paths(tmp_path: Path) -> None:
@@ -132,7 +127,6 @@ subdirs:
 """
 
 
-@pytest.mark.skipif(not (REALDATA / "larsnet-midi").is_dir(), reason="shared/realdata absent")
 def test_check_agrees_with_a_real_conda_lock_file(tmp_path: Path) -> None:
     """larsnet-midi's conda-lock.yml (made by conda-lock with ``-p linux-64 -p linux-aarch64``)
     is fresh for its environment.yml by our offline check, with our shipped PyPI mapping;
@@ -144,9 +138,7 @@ def test_check_agrees_with_a_real_conda_lock_file(tmp_path: Path) -> None:
         env + "\nplatforms:\n  - linux-64\n  - linux-aarch64\n", encoding="utf-8"
     )
     shutil.copy(source / "conda-lock.yml", tmp_path / "conda-lock.yml")
-    flavor = tmp_path / "images" / "cpu"
-    flavor.mkdir(parents=True)
-    (flavor / "Dockerfile").write_text("FROM scratch\n")
+    flavor = write_flavor(tmp_path / "images", "cpu")
     (flavor / "virtual-packages.yml").write_text(CONDA_LOCK_DEFAULT_LINUX)
     project = load_project(tmp_path)
     assert check_locks(project) == []

@@ -10,14 +10,8 @@ import pytest
 
 from lockdock import cli, sbom
 from lockdock.installer.lockfile import read_lock
-
-REALDATA = Path("/work/shared/realdata")
-LARSNET = REALDATA / "larsnet-midi" / "conda-lock.yml"
-PANGEO = REALDATA / "pangeo-docker-images" / "pangeo-notebook" / "conda-lock.yml"
-BODO = REALDATA / "bodo" / "conda-lock.yml"
-OLD_LAYOUT = REALDATA / "conda-lock-tests" / "test-lockfile" / "conda-lock.yml"
-
-needs_realdata = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"{REALDATA} is not here")
+from lockdock.testing.flavors import write_flavor
+from tests.data import BODO, LARSNET, OLD_LAYOUT, PANGEO
 
 
 def _library_validate(text: str) -> None:
@@ -29,7 +23,6 @@ def _library_validate(text: str) -> None:
     assert problem is None, problem
 
 
-@needs_realdata
 def test_larsnet_sbom_validates_with_the_library_validator_and_names_every_artifact() -> None:
     lock = read_lock(LARSNET)
     text = sbom.sbom_json(LARSNET, "linux-64")
@@ -53,7 +46,6 @@ def test_larsnet_sbom_validates_with_the_library_validator_and_names_every_artif
         assert urls == [artifact.url]
 
 
-@needs_realdata
 def test_conda_purl_follows_the_purl_spec() -> None:
     lock = read_lock(LARSNET)
     (torch,) = [a for a in lock.select("linux-64") if a.name == "pytorch"]
@@ -63,7 +55,6 @@ def test_conda_purl_follows_the_purl_spec() -> None:
     )
 
 
-@needs_realdata
 @pytest.mark.parametrize("platform", ["linux-64", "linux-aarch64", "osx-64", "osx-arm64"])
 def test_pangeo_every_platform_validates(platform: str) -> None:
     lock = read_lock(PANGEO)
@@ -72,11 +63,13 @@ def test_pangeo_every_platform_validates(platform: str) -> None:
     assert len(bom["dependencies"]) == len(bom["components"]) + 1
     # the root depends on every component; every edge points at a component of this BOM
     refs = {c["bom-ref"] for c in bom["components"]}
+    root = bom["dependencies"][0]
+    assert root["ref"] == bom["metadata"]["component"]["bom-ref"]
+    assert set(root["dependsOn"]) == refs and len(root["dependsOn"]) == len(refs)
     for dependency in bom["dependencies"][1:]:
         assert set(dependency.get("dependsOn", [])) <= refs
 
 
-@needs_realdata
 def test_bodo_custom_channel_and_dev_category() -> None:
     lock = read_lock(BODO)
     bom = json.loads(sbom.sbom_json(BODO, "linux-64", categories=["main", "dev"]))
@@ -87,14 +80,12 @@ def test_bodo_custom_channel_and_dev_category() -> None:
     assert len(main_only["components"]) < len(bom["components"])
 
 
-@needs_realdata
 def test_old_layout_md5_only_hashes_validate() -> None:
     bom = json.loads(sbom.sbom_json(OLD_LAYOUT, "linux-64", categories=["main", "dev"]))
     algs = {h["alg"] for c in bom["components"] for h in c["hashes"]}
     assert "MD5" in algs
 
 
-@needs_realdata
 def test_output_is_deterministic_and_serial_derives_from_lock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -162,13 +153,12 @@ def test_schema_violations_are_caught(tmp_path: Path) -> None:
     assert errors and "c d/x y" in errors[0].message and "url" in errors[0].absolute_path
 
 
-@needs_realdata
 def test_cli_writes_the_sbom_and_rejects_an_unlocked_platform(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "environment.yml").write_text("dependencies: [python]\n", encoding="utf-8")
     (tmp_path / "images" / "cpu").mkdir(parents=True)
-    (tmp_path / "images" / "cpu" / "Dockerfile").write_text("FROM scratch\n", encoding="utf-8")
+    write_flavor(tmp_path / "images", "cpu")
     shutil.copy(LARSNET, tmp_path / "conda-lock.yml")
     out = tmp_path / "out" / "sbom.json"
     with pytest.raises(SystemExit) as done:

@@ -22,6 +22,7 @@ from lockdock.errors import IntegrityError, NetworkError
 from lockdock.installer import store
 from lockdock.installer.lockfile import LockedArtifact, read_lock
 from lockdock.testing.installs import Entry, write_lock
+from lockdock.testing.flavors import write_flavor
 
 
 def artifact_for(path: Path, *, manager: str = "pip") -> LockedArtifact:
@@ -267,7 +268,7 @@ def test_cli_fetch_check_lists_missing_then_fetch_fills_the_store(
     project = tmp_path / "project"
     (project / "images" / "cpu").mkdir(parents=True)
     (project / "environment.yml").write_text("dependencies: []\n")
-    (project / "images" / "cpu" / "Dockerfile").write_text("FROM scratch\n")
+    write_flavor(project / "images", "cpu")
     entries = [
         Entry(p, p.as_uri(), "pip", p.name.split("-")[0], p.name.split("-")[1])
         for p in sorted(upstream.glob("*.whl"))

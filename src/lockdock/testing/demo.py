@@ -111,7 +111,8 @@ def write_demo_project(
     shutil.copytree(source / "base", images / "base", dirs_exist_ok=True)
     for flavor in flavors:
         (images / flavor).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / flavor / "Dockerfile", images / flavor / "Dockerfile")
+        for name in ("Dockerfile", "flavor.toml"):
+            shutil.copy2(source / flavor / name, images / flavor / name)
         overlay = (overlays or {}).get(flavor)
         if overlay is not None:
             (images / flavor / "environment.yml").write_text(
