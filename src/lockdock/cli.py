@@ -5,12 +5,14 @@ Each command is a few lines that call into the pipeline module it names; no logi
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
-from lockdock.errors import LockdockError
+from lockdock.errors import INTERRUPTED_EXIT, LockdockError
 
 
 class _Context:
@@ -144,6 +146,8 @@ def fetch(
 )
 @click.option("--verify-only", is_flag=True, help="Only check that the prefix equals the lock.")
 @click.option("--jobs", type=int, default=4, show_default=True, help="Parallel downloads/hashes.")
+@click.option("--force", is_flag=True, help="Install into an existing conda prefix lockdock "
+              "did not create (its packages not in the lock are removed).")
 @pass_ctx
 def install(
     ctx: _Context,
@@ -155,6 +159,7 @@ def install(
     categories: tuple[str, ...],
     verify_only: bool,
     jobs: int,
+    force: bool,
 ) -> None:
     """Install LOCKFILE into PREFIX from the store, then verify PREFIX equals the lock."""
     from lockdock.installer import install as install_mod
@@ -173,6 +178,7 @@ def install(
         store=store or default_store(ctx.project_dir.resolve()),
         offline=offline,
         jobs=jobs,
+        force=force,
     )
 
 
@@ -351,20 +357,54 @@ def sbom(ctx: _Context, flavor: str, platform: str | None, categories: tuple[str
         click.echo(f"wrote {output}", err=True)
 
 
+def _interrupted() -> NoReturn:
+    """Ctrl-C: remove this run's download temp files and exit 130 now, without joining
+    worker threads that may sit in a stalled read until their timeout."""
+    from lockdock.installer.store import remove_active_temps
+
+    remove_active_temps()
+    click.echo("lockdock: interrupted", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED_EXIT)
+
+
+def _bug(error: BaseException) -> NoReturn:
+    """An exception lockdock did not expect: one paragraph, the traceback in a file."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(error))
+    try:
+        fd, name = tempfile.mkstemp(prefix="lockdock-crash-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(f"lockdock {' '.join(sys.argv[1:])}\n\n{text}")
+        where = f"The full traceback is in {name}"
+    except OSError:
+        where = "The traceback could not be saved to a file"
+    click.echo(
+        f"lockdock: internal error: {type(error).__name__}: {error}. This is a bug in lockdock, "
+        f"not a mistake of yours. {where}; please attach it to a bug report.",
+        err=True,
+    )
+    sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="lockdock", standalone_mode=False)
     except LockdockError as error:
         click.echo(f"lockdock: error: {error}", err=True)
         sys.exit(error.exit_code)
-    except click.exceptions.Abort:
-        click.echo("lockdock: aborted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _interrupted()
     except click.ClickException as error:
         error.show()
         sys.exit(2)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    except Exception as error:  # the top-level guard: no traceback for anything
+        _bug(error)
     sys.exit(0)
 
 

@@ -43,6 +43,8 @@ import argparse
 import asyncio
 import contextlib
 import email.parser
+import errno
+import fcntl
 import json
 import os
 import re
@@ -57,7 +59,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lockdock.errors import InstallError, IntegrityError, LockdockError, UsageError
+from lockdock.errors import (
+    INTERRUPTED_EXIT,
+    InstallError,
+    IntegrityError,
+    LockdockError,
+    UsageError,
+)
 from lockdock.installer.lockfile import LockedArtifact, read_lock
 from lockdock.installer.store import (
     STORE_DIR,
@@ -73,6 +81,12 @@ if TYPE_CHECKING:
     from rattler.repo_data import RepoDataRecord
 
 INCOMPLETE_MARKER = ".lockdock-incomplete"
+#: ``conda-meta/.lockdock-prefix``: this prefix was created by ``lockdock install``, so a
+#: rerun may bring it to another lock (removing packages). A conda prefix without it (a
+#: Miniconda base, someone's env) is refused unless ``--force``: bringing it to the lock
+#: deletes its own packages.
+PREFIX_MARKER = ".lockdock-prefix"
+PREFIX_MARKER_TEXT = "created by lockdock install: `lockdock install` may replace its packages\n"
 CONDA_META = "conda-meta"
 #: Test hook: ``LOCKDOCK_FAULT_KILL_AT=after-conda|after-pip`` SIGKILLs the installer there,
 #: so the interrupted-install test kills it at a known point instead of racing a timer.
@@ -176,6 +190,26 @@ def classify_prefix(prefix: Path) -> PrefixState:
     if not any(prefix.iterdir()):
         return "empty"
     return "foreign"
+
+
+def lockdock_made(prefix: Path) -> bool:
+    return (prefix / CONDA_META / PREFIX_MARKER).is_file()
+
+
+def refuse_prefix(prefix: Path, state: PrefixState, *, force: bool) -> None:
+    """InstallError when ``prefix`` is not lockdock's to change. Pure (reads the prefix)."""
+    if state == "foreign":
+        raise InstallError(
+            f"Refusing to install into {prefix}: it exists and is not a conda prefix (no "
+            "conda-meta/). Choose an empty or new directory, or remove it yourself."
+        )
+    if state == "conda" and not force and not lockdock_made(prefix):
+        raise InstallError(
+            f"Refusing to install into {prefix}: it is a conda prefix that lockdock did not "
+            f"create (no conda-meta/{PREFIX_MARKER}), and bringing it to the lock would remove "
+            "its own packages. Choose a new directory, or pass --force to replace its "
+            "packages with the lock's."
+        )
 
 
 def locked_selection(
@@ -352,8 +386,22 @@ def _package_cache(prefix: Path) -> Iterator[Path]:
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def conda_records(conda: Sequence[LockedArtifact], store: Path) -> list[RepoDataRecord]:
+    """Read every archive's index.json and check it against its lock entry, before the
+    prefix is touched: a refused install leaves no prefix behind."""
+    try:
+        return asyncio.run(_records(conda, store))
+    except LockdockError:
+        raise
+    except Exception as error:  # rattler's own types: an archive it cannot read
+        raise IntegrityError(
+            f"A conda archive in store {store} cannot be read as a package: {error}. Delete "
+            "it and run `lockdock fetch` again."
+        ) from None
+
+
 def _install_conda(
-    conda: Sequence[LockedArtifact], prefix: Path, store: Path, platform: str, cache: Path
+    records: Sequence[RepoDataRecord], prefix: Path, platform: str, cache: Path
 ) -> None:
     from rattler import install as rattler_install
     from rattler.platform import Subdir
@@ -361,9 +409,8 @@ def _install_conda(
     from lockdock.progress import interactive
 
     async def run() -> None:
-        records = await _records(conda, store)
         await rattler_install(
-            records,
+            list(records),
             target_prefix=prefix,
             cache_dir=cache,
             platform=Subdir(platform),
@@ -377,6 +424,62 @@ def _install_conda(
         raise
     except Exception as error:  # rattler raises its own exception types
         raise InstallError(f"py-rattler could not install into {prefix}: {error}") from error
+
+
+def _lock_path_for(prefix: Path) -> Path:
+    return prefix.parent / f".{prefix.name}.lockdock-lock"
+
+
+@contextlib.contextmanager
+def prefix_lock(prefix: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``prefix`` (``.<name>.lockdock-lock`` beside it, removed
+    after) or fail fast: a second install into one prefix is refused, naming the pid that
+    holds it, rather than waiting behind it (or racing it into a corrupt prefix).
+
+    The lock file is unlinked on release; an acquirer that finds its file unlinked under it
+    retries on the new one, so two processes never both believe they hold the lock.
+    """
+    path = _lock_path_for(prefix)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise _unwritable(prefix, error) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise InstallError(
+                f"Another lockdock install (pid {holder}) is installing into {prefix} right "
+                f"now (it holds {path}). lockdock never installs into one prefix twice at "
+                "once: wait for it to finish, then rerun."
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder released and unlinked it between our open and flock
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def _unwritable(prefix: Path, error: OSError) -> InstallError:
+    reason = {errno.EROFS: "a read-only file system", errno.EACCES: "permission denied",
+              errno.EPERM: "permission denied", errno.ENOSPC: "no space left"}.get(
+                  error.errno or 0, error.strerror or str(error))
+    return InstallError(
+        f"Cannot install into {prefix}: {error.filename or prefix} is not writable ({reason}). "
+        "Choose a prefix in a writable directory."
+    )
 
 
 def _normalise_conda_meta(prefix: Path, conda: Sequence[LockedArtifact]) -> None:
@@ -518,18 +621,19 @@ def install(
     store: Path | str | None = None,
     offline: bool = False,
     jobs: int = 4,
+    force: bool = False,
 ) -> InstallReport:
-    """Make ``prefix`` exactly the lock's environment for ``platform`` and ``categories``."""
+    """Make ``prefix`` exactly the lock's environment for ``platform`` and ``categories``.
+
+    Everything that can refuse (the lock, the target, the store, every archive's own
+    metadata) is checked before the prefix is touched; then the prefix is locked
+    (``prefix_lock``: a concurrent install into it fails fast) for the install itself.
+    """
     lock_path = Path(lock_path)
     prefix = Path(os.path.abspath(prefix))
     store = Path(store) if store is not None else Path.cwd() / STORE_DIR
     platform, artifacts = locked_selection(lock_path, platform, categories)
-    state = classify_prefix(prefix)
-    if state == "foreign":
-        raise InstallError(
-            f"Refusing to install into {prefix}: it exists and is not a conda prefix (no "
-            "conda-meta/). Choose an empty or new directory, or remove it yourself."
-        )
+    refuse_prefix(prefix, classify_prefix(prefix), force=force)
 
     missing = missing_from_store(artifacts, store)
     fetched = 0
@@ -545,23 +649,45 @@ def install(
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
     verify_artifacts(artifacts, store, jobs=jobs)
+    conda = [a for a in artifacts if a.manager == "conda"]
+    pip = [a for a in artifacts if a.manager == "pip"]
+    records = conda_records(conda, store)
     seconds["verify-store"] = time.perf_counter() - clock
 
-    # Only now is the prefix touched.
+    # Only now is the prefix touched, under its lock.
+    try:
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _unwritable(prefix, error) from None
+    with prefix_lock(prefix):
+        state = classify_prefix(prefix)  # again: another install may have run meanwhile
+        refuse_prefix(prefix, state, force=force)
+        return _install_locked(lock_path, prefix, platform, categories, store, state,
+                               records, conda, pip, fetched, seconds)
+
+
+def _install_locked(
+    lock_path: Path, prefix: Path, platform: str, categories: Sequence[str], store: Path,
+    state: PrefixState, records: Sequence[RepoDataRecord], conda: Sequence[LockedArtifact],
+    pip: Sequence[LockedArtifact], fetched: int, seconds: dict[str, float],
+) -> InstallReport:
     if state == "interrupted":
         _say(f"{prefix} is an interrupted install: removing it and starting over")
         shutil.rmtree(prefix)
         _sweep_stale_caches(prefix)
-    (prefix / CONDA_META).mkdir(parents=True, exist_ok=True)
-    (prefix / CONDA_META / INCOMPLETE_MARKER).write_text(
-        f"lockdock install of {lock_path} in progress (pid {os.getpid()})\n", encoding="utf-8"
-    )
-    conda = [a for a in artifacts if a.manager == "conda"]
-    pip = [a for a in artifacts if a.manager == "pip"]
+    try:
+        (prefix / CONDA_META).mkdir(parents=True, exist_ok=True)
+        (prefix / CONDA_META / INCOMPLETE_MARKER).write_text(
+            f"lockdock install of {lock_path} in progress (pid {os.getpid()})\n",
+            encoding="utf-8",
+        )
+        (prefix / CONDA_META / PREFIX_MARKER).write_text(PREFIX_MARKER_TEXT, encoding="utf-8")
+    except OSError as error:
+        raise _unwritable(prefix, error) from None
     _say(f"installing {len(conda)} conda package(s) into {prefix}")
     with _package_cache(prefix) as cache:
         clock = time.perf_counter()
-        _install_conda(conda, prefix, store, platform, cache)
+        _install_conda(records, prefix, platform, cache)
     _normalise_conda_meta(prefix, conda)
     seconds["conda"] = time.perf_counter() - clock
     _fault_point("after-conda")
@@ -615,6 +741,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not install: check that the prefix equals the lock",
     )
     parser.add_argument("--jobs", type=int, default=4, help="parallel downloads / hashes")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="install into an existing conda prefix lockdock did not create (its packages "
+        "not in the lock are removed)",
+    )
     return parser
 
 
@@ -634,13 +766,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 store=args.store,
                 offline=args.offline,
                 jobs=args.jobs,
+                force=args.force,
             )
     except LockdockError as error:
         print(f"lockdock: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("lockdock: interrupted", file=sys.stderr)
-        return 130
+        from lockdock.installer.store import remove_active_temps
+
+        remove_active_temps()
+        print("lockdock: interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(INTERRUPTED_EXIT)  # download threads stuck in a read are not waited for
     return 0
 
 
