@@ -32,12 +32,13 @@ from typing import Any
 from lockdock.errors import LockdockError, PinError, UsageError
 from lockdock.fsutil import write_text_atomic
 from lockdock.registry import ImageRef, parse_reference
+from lockdock.workspace import STATE_DIR, Workspace, published_records
 
 DOCKERFILE = "dockerfile"
 DEVCONTAINER = "devcontainer"
 COMPOSE = "compose"
 _scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
-_SKIP_DIRS = frozenset({".git", ".lockdock", ".venv", ".nox", "node_modules", "__pycache__"})
+_SKIP_DIRS = frozenset({".git", str(STATE_DIR), ".venv", ".nox", "node_modules", "__pycache__"})
 
 
 @dataclass(frozen=True)
@@ -488,11 +489,7 @@ def published_record(
     images_lock: Mapping[str, Any] | None, flavor: str, repository: str | None, source: Path
 ) -> Mapping[str, Any]:
     """The images.lock.json record of ``flavor`` (in ``repository`` when given)."""
-    records = [
-        r for r in (images_lock or {}).get("images", [])
-        if isinstance(r, dict) and r.get("flavor") == flavor
-        and (repository is None or r.get("repository") == repository)
-    ]
+    records = published_records(images_lock, flavor, repository)
     if not records:
         where = f" in {repository}" if repository else ""
         raise UsageError(
@@ -539,9 +536,9 @@ def write_devcontainer(
     force: bool = False,
 ) -> Path:
     """``lockdock devcontainer FLAVOR``: write .devcontainer/devcontainer.json atomically."""
-    from lockdock.publish import IMAGES_LOCK, read_images_lock
-
-    record = published_record(read_images_lock(root), flavor, repository, root / IMAGES_LOCK)
+    workspace = Workspace(root)
+    record = published_record(workspace.read_images_lock(), flavor, repository,
+                              workspace.images_lock_path)
     text = devcontainer_text(record)
     out = output or root / DEVCONTAINER_PATH
     if out.exists() and not force and out.read_text(encoding="utf-8") != text:

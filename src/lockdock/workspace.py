@@ -33,6 +33,7 @@ from typing import Any
 from lockdock.errors import LockdockError, PublishRefusedError, SpecError
 from lockdock.fsutil import write_text_atomic
 from lockdock.installer.store import STORE_DIR
+from lockdock.platform import Platform
 
 #: ``.lockdock``: named once, next to the store (the stdlib-only installer cannot import us).
 STATE_DIR = STORE_DIR.parent
@@ -71,12 +72,6 @@ def read_json(path: Path, *, error: type[LockdockError] = SpecError, fix: str = 
         ) from None
 
 
-def _arch(docker_platform: str) -> str:
-    from lockdock.platform import Platform
-
-    return Platform.image(docker_platform).arch
-
-
 @dataclass(frozen=True)
 class Workspace:
     """A project's working state, rooted at the project folder."""
@@ -110,7 +105,7 @@ class Workspace:
 
     def build_record_path(self, flavor: str, platform: str) -> Path:
         """``builds/<flavor>/<arch>.json`` for a Docker platform (``linux/amd64``)."""
-        return self.builds_dir / flavor / f"{_arch(platform)}.json"
+        return self.builds_dir / flavor / f"{Platform.image(platform).arch}.json"
 
     @property
     def reports_dir(self) -> Path:

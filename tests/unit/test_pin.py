@@ -14,8 +14,8 @@ import pytest
 
 from lockdock import cli, pin
 from lockdock.errors import PinError, RegistryError, UsageError
-from lockdock.publish import render_images_lock, updated_images_lock
 from lockdock.registry import ImageRef, UnknownTagError, parse_reference
+from lockdock.workspace import IMAGES_LOCK, STATE_DIR, render_images_lock, updated_images_lock
 
 REPO = "127.0.0.1:5000/team/ml"
 D1 = "sha256:" + "1" * 64
@@ -229,7 +229,7 @@ def test_unknown_tag_is_named_and_nothing_is_written(tmp_path: Path, registry: R
 def test_default_files(tmp_path: Path) -> None:
     for name in ["Dockerfile", "docker/Dockerfile.gpu", "app.Dockerfile",
                  ".devcontainer/devcontainer.json", "compose.yaml", "docker-compose.prod.yml",
-                 ".venv/Dockerfile", ".lockdock/x/Dockerfile", "README.md", "config.yml"]:
+                 ".venv/Dockerfile", f"{STATE_DIR}/x/Dockerfile", "README.md", "config.yml"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("", encoding="utf-8")
     found = [p.relative_to(tmp_path).as_posix() for p in pin.default_files(tmp_path)]
@@ -249,7 +249,7 @@ def _record(flavor: str, repository: str = REPO) -> dict[str, object]:
 
 def test_devcontainer_command_writes_a_pinned_config(tmp_path: Path) -> None:
     data = updated_images_lock(updated_images_lock(None, _record("cpu")), _record("cuda"))
-    (tmp_path / "images.lock.json").write_text(render_images_lock(data), encoding="utf-8")
+    (tmp_path / IMAGES_LOCK).write_text(render_images_lock(data), encoding="utf-8")
     with pytest.raises(SystemExit) as done:
         cli.main(["-C", str(tmp_path), "devcontainer", "cuda"])
     assert done.value.code == 0
