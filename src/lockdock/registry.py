@@ -117,6 +117,39 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', params))
 
 
+def check_manifest(ref: ImageRef, body: bytes, content_type: str, header: str | None) -> None:
+    """RegistryError unless ``body`` is a manifest or index whose sha256 agrees with every
+    digest claimed for it (the ``Docker-Content-Digest`` header, the reference's digest).
+
+    Pure. What answers ``200`` is not necessarily a registry: a registry's web UI, a captive
+    portal or a wrong port answers every path with an HTML page, and its hash is no digest.
+    """
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    declared = None
+    try:
+        document = json.loads(body)
+        declared = document.get("mediaType") if isinstance(document, dict) else None
+    except ValueError:
+        document = None
+    if media_type not in MANIFEST_TYPES or not isinstance(document, dict) or (
+        declared is not None and declared not in MANIFEST_TYPES
+    ):
+        raise RegistryError(
+            f"{ref.registry} did not answer like a registry for {ref}: it sent "
+            f"{content_type or 'no content type'} ({len(body)} bytes), not an image manifest "
+            f"or index ({', '.join(MANIFEST_TYPES)}). Is {ref.registry} a registry (not its "
+            "web page, a proxy's login page or another port)?"
+        )
+    actual = f"sha256:{hashlib.sha256(body).hexdigest()}"
+    for claimed, source in ((header, "its Docker-Content-Digest header"),
+                            (ref.digest, "the reference")):
+        if claimed and _DIGEST.match(claimed) and claimed != actual:
+            raise RegistryError(
+                f"The manifest {ref.registry} sent for {ref} has digest {actual}, but "
+                f"{source} says {claimed}: the registry (or something between) altered it."
+            )
+
+
 class RegistryClient:
     """Resolve tags and read manifests over the Registry HTTP API v2."""
 
@@ -237,7 +270,11 @@ class RegistryClient:
         digest = response.headers.get("Docker-Content-Digest")
         if digest and _DIGEST.match(digest):
             return str(digest)
-        body = self.manifest_bytes(ref.with_tag(target) if ref.digest is None else ref)[0]
+        # No digest header: the digest is the hash of the manifest body, and only of a body
+        # that is a manifest or index (a web UI or captive portal answers 200 text/html).
+        body, _media_type = self.manifest_bytes(
+            ref.with_tag(target) if ref.digest is None else ref
+        )
         return f"sha256:{hashlib.sha256(body).hexdigest()}"
 
     def manifest_bytes(self, ref: ImageRef) -> tuple[bytes, str]:
@@ -250,7 +287,10 @@ class RegistryClient:
             raise RegistryError(
                 f"Registry {ref.registry} answered HTTP {response.status_code} for {ref}."
             )
-        return bytes(response.content), str(response.headers.get("Content-Type", ""))
+        body = bytes(response.content)
+        media_type = str(response.headers.get("Content-Type", ""))
+        check_manifest(ref, body, media_type, response.headers.get("Docker-Content-Digest"))
+        return body, media_type
 
     def image_config(self, ref: ImageRef) -> dict[str, Any]:
         """The image config (``os``, ``architecture``, ``created``...) of a single-platform
