@@ -148,15 +148,6 @@ def test_classify_prefix(tmp_path: Path) -> None:
     assert install.classify_prefix(tmp_path / "env") == "interrupted"
 
 
-def test_installer_modules_import_only_stdlib_yaml_and_rattler() -> None:
-    code = (
-        "import sys, lockdock.installer.install, lockdock.installer.store;"
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
-
 def test_cpython_package_marks_only_text_files_with_the_old_prefix(
     install_channel: InstallChannel,
 ) -> None:

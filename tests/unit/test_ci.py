@@ -15,11 +15,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
-LARSNET = Path("/work/shared/realdata/larsnet-midi/conda-lock.yml")
 sys.path.insert(0, str(ROOT / "ci"))
 
 import relock_report  # noqa: E402
 import sign_and_attest  # noqa: E402
+
+from tests.data import LARSNET  # noqa: E402
 
 
 def _actionlint() -> str:
@@ -83,7 +84,6 @@ def test_every_step_is_a_nox_session_or_an_action() -> None:
             "relock-body"} <= used
 
 
-@pytest.mark.skipif(not LARSNET.exists(), reason="realdata missing")
 def test_relock_report_lock_diff_on_a_real_lock(tmp_path: Path) -> None:
     old = tmp_path / "old.yml"
     shutil.copy(LARSNET, old)

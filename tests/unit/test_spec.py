@@ -49,10 +49,13 @@ def assert_fails_cleanly(
     return err
 
 
-def test_good_file_validates(tmp_path: Path) -> None:
+def test_good_file_validates_and_the_same_file_one_line_off_does_not(tmp_path: Path) -> None:
     path = tmp_path / "environment.yml"
     path.write_text(GOOD)
-    validate_environment_file(path, KNOWN_PLATFORMS)
+    validate_environment_file(path, KNOWN_PLATFORMS)  # raises SpecError when invalid
+    path.write_text(GOOD.replace("platforms: [linux-64]", "platforms: [linux-65]"))
+    with pytest.raises(SpecError, match=r"line 2: unknown platform 'linux-65'"):
+        validate_environment_file(path, KNOWN_PLATFORMS)
 
 
 def test_malformed_yaml_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
