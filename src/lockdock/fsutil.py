@@ -20,8 +20,11 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") ->
 
     On any exception the temp file is removed and ``path`` is left as it was. The result keeps
     the mode of the file it replaces, else gets the umask's default (mkstemp's 0600 would make
-    locks and SBOMs unreadable to other users, e.g. a container's non-root user).
+    locks and SBOMs unreadable to other users, e.g. a container's non-root user). A symlink
+    is written through: the file it points at changes, the link stays a link.
     """
+    if path.is_symlink():
+        path = path.resolve()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -96,3 +99,44 @@ def local_file_error(path: Path | str, error: OSError, action: str) -> LocalFile
         "network one: retrying will not help; make the path writable (or readable) or choose "
         "another one."
     )
+
+
+def write_texts_atomic(texts: dict[Path, str], originals: dict[Path, str]) -> None:
+    """Write several files all or none: every new text goes to a temp file beside its target
+    first (a read-only or full directory fails here, before any target changed), then each is
+    renamed into place; if a rename still fails, the files already replaced get their
+    ``originals`` back. A symlinked target is written through the link (the real file
+    changes, the link stays a link).
+    """
+    staged: list[tuple[Path, str]] = []
+    try:
+        for path, text in texts.items():
+            target = path.resolve() if path.is_symlink() else path
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                           dir=target.parent)
+            except OSError as error:
+                raise local_file_error(path, error, "write") from None
+            staged.append((target, tmp))
+            try:
+                os.chmod(tmp, _target_mode(target))
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as error:
+                raise local_file_error(path, error, "write") from None
+        done: list[Path] = []
+        for (target, tmp), path in zip(staged, texts, strict=True):
+            try:
+                os.replace(tmp, target)
+            except OSError as error:
+                for restored, original in zip(done, texts, strict=False):
+                    with contextlib.suppress(OSError):
+                        write_text_atomic(restored, originals[original])
+                raise local_file_error(path, error, "write") from None
+            done.append(target)
+    finally:
+        for _target, tmp in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)

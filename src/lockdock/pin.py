@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lockdock.errors import LockdockError, PinError, UsageError
-from lockdock.fsutil import write_text_atomic
+from lockdock.errors import PinError, UsageError
+from lockdock.fsutil import write_text_atomic, write_texts_atomic
 from lockdock.registry import ImageRef, parse_reference
+from lockdock.textio import compose_all_yaml, read_text
 from lockdock.workspace import STATE_DIR, Workspace, published_records
 
 DOCKERFILE = "dockerfile"
@@ -250,14 +251,7 @@ def compose_references(path: Path, text: str) -> list[Reference]:
     """Every ``image:`` scalar of a compose file, with its exact span and quoting."""
     import yaml
 
-    try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise PinError(
-            f"{path} is not valid YAML{where}: {error}. The file was left untouched."
-        ) from None
+    documents = compose_all_yaml(text, path, PinError)
     found: list[Reference] = []
     seen: set[int] = set()
 
@@ -376,8 +370,9 @@ def plan_pin(
             plan.rewrites.setdefault(path, []).append(Rewrite(reference, new_text))
     if plan.matched == 0:
         names = ", ".join(str(p) for p in files) or "(no files found)"
+        notes = "".join(f" Note: {note}" for note in plan.notes)
         raise PinError(
-            f"No reference to {target} in {names}: nothing to pin.",
+            f"No reference to {target} in {names}: nothing to pin.{notes}",
             hint="Name the files with --file, or check the repository and tag.",
         )
     return plan
@@ -410,22 +405,21 @@ def check_findings(plan: PinPlan) -> list[str]:
 def read_files(paths: Iterable[Path]) -> dict[Path, str]:
     files: dict[Path, str] = {}
     for path in paths:
+        if path.is_dir():
+            raise PinError(f"{path} is a directory, not a file to pin.")
         try:
-            files[path] = path.read_text(encoding="utf-8")
+            files[path] = read_text(path)
         except FileNotFoundError:
             raise UsageError(f"File {path} does not exist.") from None
-        except (UnicodeDecodeError, IsADirectoryError) as error:
-            raise PinError(f"{path} cannot be read as a text file: {error}.") from None
     return files
 
 
 def apply(plan: PinPlan, files: dict[Path, str]) -> list[Path]:
-    """Write each changed file atomically; returns the files written."""
-    written = []
-    for path, rewrites in plan.rewrites.items():
-        write_text_atomic(path, rewritten(files[path], rewrites))
-        written.append(path)
-    return written
+    """Write every changed file, all or none (``write_texts_atomic``: through symlinks, and
+    a file that cannot be written leaves the others unchanged too); returns them."""
+    texts = {path: rewritten(files[path], rewrites) for path, rewrites in plan.rewrites.items()}
+    write_texts_atomic(texts, files)
+    return list(texts)
 
 
 def pin(
@@ -469,10 +463,7 @@ def pin(
         return plan
     for ref in plan.already_pinned:
         report(f"{ref.where}: {ref.text} already pinned")
-    try:
-        apply(plan, files)
-    except OSError as error:
-        raise LockdockError(f"Could not write a pinned file: {error}.") from None
+    apply(plan, files)  # LocalFileError naming the file, every file left as it was
     for rewrites in plan.rewrites.values():
         for rewrite in rewrites:
             report(f"{rewrite.reference.where}: {rewrite.reference.text} -> {rewrite.new_text}")
@@ -541,7 +532,7 @@ def write_devcontainer(
                               workspace.images_lock_path)
     text = devcontainer_text(record)
     out = output or root / DEVCONTAINER_PATH
-    if out.exists() and not force and out.read_text(encoding="utf-8") != text:
+    if out.exists() and not force and read_text(out) != text:
         raise UsageError(
             f"{out} already exists and differs: pass --force to replace it, or keep it and "
             f"run `lockdock pin {record['repository']}` to pin its image."
