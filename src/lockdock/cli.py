@@ -60,8 +60,18 @@ def cli(ctx: click.Context, project_dir: Path) -> None:
     "or a local directory); repeatable. Also read from $LOCKDOCK_MIRRORS "
     "('NAME=URL NAME=URL'); --mirror wins.",
 )
+@click.option("--with-cuda", "with_cuda", default=None, metavar="VERSION",
+              help="As conda-lock's --with-cuda: default virtual packages with __cuda=VERSION "
+              "('default': conda-lock's own default). Replaces the flavor's setting.")
+@click.option("--without-cuda", is_flag=True, help="As conda-lock's --without-cuda (lockdock's "
+              "default): no __cuda. Replaces the flavor's setting.")
+@click.option("--virtual-package-spec", "virtual_package_spec", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="As conda-lock's --virtual-package-spec FILE. Replaces the flavor's setting.")
 @pass_ctx
-def lock(ctx: _Context, flavors: tuple[str, ...], check: bool, mirrors: tuple[str, ...]) -> None:
+def lock(ctx: _Context, flavors: tuple[str, ...], check: bool, mirrors: tuple[str, ...],
+         with_cuda: str | None, without_cuda: bool,
+         virtual_package_spec: Path | None) -> None:  # fmt: skip
     """Solve environment.yml (+ images/<flavor>/ overlays) into conda-lock.yml per flavor.
 
     FLAVORS default to every folder of images/ but base/. The conda part is solved with
@@ -77,8 +87,10 @@ def lock(ctx: _Context, flavors: tuple[str, ...], check: bool, mirrors: tuple[st
       osx-64/arm64   __unix=0 __osx=11.0 __archspec=1=<arch>;  win-64  __win=0
     """
     from lockdock.lock import lock_command
+    from lockdock.virtual_packages import VirtualPackageOptions
 
-    results = lock_command(ctx.project_dir, flavors, mirrors, check)
+    vpkgs = VirtualPackageOptions(virtual_package_spec, with_cuda, without_cuda)
+    results = lock_command(ctx.project_dir, flavors, mirrors, check, vpkgs)
     if check:
         click.echo("All locks match their inputs.", err=True)
     for result in results:

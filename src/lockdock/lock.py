@@ -25,11 +25,13 @@ while ``metadata.channels`` keeps the names as written (they feed the content ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,9 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 from lockdock import progress
 from lockdock.errors import LockdockError, NetworkError, SolveError, SpecError, StaleLockError
+from lockdock.fsutil import local_file_error
 from lockdock.spec import Flavor, Project, validate_environment_file
+from lockdock.textio import read_text
 from lockdock.virtual_packages import (
     KNOWN_PLATFORMS,
+    VirtualPackageOptions,
     VirtualPackageSet,
     hashing_repo,
     load_virtual_packages,
@@ -122,6 +127,13 @@ class FlavorPlan:
     virtual_packages: VirtualPackageSet
     channels: tuple[str, ...]  # as written in the environment files
     platforms: tuple[PlatformPlan, ...]
+    #: Channels named only in ``channel::package`` specs, after ``channels:`` (lowest
+    #: priority, as conda adds them); solved from and listed in the lock's metadata.
+    spec_channels: tuple[str, ...] = ()
+
+    @property
+    def solve_channels(self) -> tuple[str, ...]:
+        return (*self.channels, *self.spec_channels)
 
     @property
     def content_hashes(self) -> dict[str, str]:
@@ -132,16 +144,80 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
+#: conda-lock's logger for platform selectors: one warning per filtered line and platform.
+SELECTOR_LOGGER = "conda_lock.src_parser.selectors"
+
+
+class _SelectorCount(logging.Filter):
+    """Swallows conda-lock's per-line selector warnings, counting them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("filtered out line"):
+            self.count += 1
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _selector_summary(what: str) -> Iterator[None]:
+    """One line for all of conda-lock's "filtered out line ... selector" warnings."""
+    counter = _SelectorCount()
+    logger = logging.getLogger(SELECTOR_LOGGER)
+    logger.addFilter(counter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(counter)
+        if counter.count:
+            progress.say(
+                f"{what}: {counter.count} line(s) left out on some platform by their "
+                "`# [selector]` (as conda-lock does)"
+            )
+
+
+def _refuse_unsupported_sources(flavor: Flavor) -> None:
+    seen: set[Path] = set()
+    for path in flavor.environment_files:
+        if path.name == "pyproject.toml" or path.suffix == ".toml":
+            raise SpecError(
+                f"{path}: pyproject.toml sources are not supported (flavor {flavor.name!r}); "
+                "lockdock locks environment.yml files. Move the `[tool.conda-lock]` "
+                "dependencies into an environment.yml and list that instead."
+            )
+        resolved = path.resolve()
+        if resolved in seen:
+            raise SpecError(
+                f"{path} is listed twice among the sources of flavor {flavor.name!r}: "
+                "each file merges once, in -f order (a flavor's parent chain already "
+                "includes its parents' files)."
+            )
+        seen.add(resolved)
+
+
 def lock_specification(flavor: Flavor) -> LockSpecification:
-    """conda-lock's LockSpecification for the flavor's environment files (validated first)."""
+    """conda-lock's LockSpecification for the flavor's environment files (validated first).
+
+    Any number of files, merged as ``conda-lock -f a -f b -f c`` merges them (later files
+    override earlier ones by package name; each file's ``category:`` is kept); the flavor's
+    ``platforms`` (flavor.toml) win over the files' ``platforms:``, as ``-p`` does.
+    """
+    _refuse_unsupported_sources(flavor)
     for path in flavor.environment_files:
         validate_environment_file(path, KNOWN_PLATFORMS)
     from conda_lock.src_parser import make_lock_spec
 
+    overrides = list(getattr(flavor, "platforms", ()) or ()) or None
     try:
-        spec = make_lock_spec(
-            src_files=list(flavor.environment_files), mapping_url=mapping_url()
-        )
+        with _selector_summary(f"flavor {flavor.name}"):
+            spec = make_lock_spec(
+                src_files=list(flavor.environment_files),
+                platform_overrides=overrides,
+                mapping_url=mapping_url(),
+            )
     except Exception as error:  # conda-lock raises ValueError/RuntimeError/pydantic errors
         files = ", ".join(str(p) for p in flavor.environment_files)
         raise SpecError(
@@ -157,10 +233,12 @@ def lock_specification(flavor: Flavor) -> LockSpecification:
     return spec
 
 
-def _content_hashes(spec: LockSpecification, vpkg_file: Path | None) -> dict[str, str]:
+def _content_hashes(
+    spec: LockSpecification, vpkgs: VirtualPackageOptions | Path | None
+) -> dict[str, str]:
     from conda_lock.content_hash import compute_content_hashes
 
-    return dict(compute_content_hashes(spec, hashing_repo(vpkg_file)))
+    return dict(compute_content_hashes(spec, hashing_repo(vpkgs)))
 
 
 def _pip_requirements(flavor: Flavor, platform: str) -> tuple[str, ...]:
@@ -172,8 +250,10 @@ def _pip_requirements(flavor: Flavor, platform: str) -> tuple[str, ...]:
 
     by_name: dict[str, str] = {}
     for path in flavor.environment_files:
-        content = path.read_text(encoding="utf-8")
-        data = yaml.safe_load("\n".join(filter_platform_selectors(content, platform=platform)))
+        content = read_text(path)
+        with _selector_summary(f"{path} ({platform})"):
+            lines = list(filter_platform_selectors(content, platform=platform))
+        data = yaml.safe_load("\n".join(lines))
         for item in (data or {}).get("dependencies") or ():
             if isinstance(item, dict) and item.get("pip"):
                 for requirement in item["pip"]:
@@ -195,17 +275,54 @@ def _conda_specs(spec: LockSpecification, platform: str, mirrors: Mirrors) -> tu
             raise SpecError(f"Conda dependency {dep.name!r} must be a versioned match spec.")
         body = _to_match_spec(dep.name, dep.version, dep.build, None)
         if dep.conda_channel:
-            body = f"{mirrors.resolve(dep.conda_channel)}::{body}"
+            channel, subdir = split_channel_subdir(dep.conda_channel)
+            where = mirrors.resolve(channel) + (f"/{subdir}" if subdir else "")
+            body = f"{where}::{body}"
         specs.append(body)
     return tuple(sorted(specs))
 
 
-def plan_flavor(flavor: Flavor, mirrors: Mirrors | None = None) -> FlavorPlan:
-    """Everything needed to lock ``flavor`` that can be known offline."""
+def split_channel_subdir(channel: str) -> tuple[str, str | None]:
+    """``bodo.ai/linux-64`` -> (``bodo.ai``, ``linux-64``); ``pytorch`` -> (``pytorch``, None)."""
+    head, _, tail = channel.rstrip("/").rpartition("/")
+    if head and tail in (*KNOWN_PLATFORMS, "noarch"):
+        return head, tail
+    return channel.rstrip("/"), None
+
+
+def spec_channels(spec: LockSpecification) -> tuple[str, ...]:
+    """Channels named in ``channel::package`` specs but not in ``channels:``, in file order.
+
+    conda adds such a channel at the lowest priority (that is how conda-lock locked the
+    project); the solver must see it, or ``pytorch::pytorch`` reads as "no candidates".
+    """
+    listed = {c.url.rstrip("/") for c in spec.channels}
+    found: dict[str, None] = {}
+    for platform in spec.platforms:
+        for dep in spec.dependencies[platform]:
+            channel = getattr(dep, "conda_channel", None)
+            if dep.manager == "conda" and channel:
+                name, _ = split_channel_subdir(channel)
+                if name not in listed:
+                    found.setdefault(name)
+    return tuple(found)
+
+
+def plan_flavor(
+    flavor: Flavor,
+    mirrors: Mirrors | None = None,
+    virtual_packages: VirtualPackageOptions | None = None,
+) -> FlavorPlan:
+    """Everything needed to lock ``flavor`` that can be known offline.
+
+    ``virtual_packages`` (CLI ``--with-cuda``/``--without-cuda``/``--virtual-package-spec``)
+    replaces the flavor's own virtual-package setting when given.
+    """
     mirrors = mirrors or Mirrors()
     spec = lock_specification(flavor)
-    vpkgs = load_virtual_packages(flavor.virtual_packages_file)
-    hashes = _content_hashes(spec, flavor.virtual_packages_file)
+    options = VirtualPackageOptions.of_flavor(flavor, virtual_packages)
+    vpkgs = load_virtual_packages(options)
+    hashes = _content_hashes(spec, options)
     platforms = []
     for platform in spec.platforms:
         vpkgs.for_platform(platform)  # a spec file must cover every platform locked
@@ -223,6 +340,7 @@ def plan_flavor(flavor: Flavor, mirrors: Mirrors | None = None) -> FlavorPlan:
         virtual_packages=vpkgs,
         channels=tuple(c.url for c in spec.channels),
         platforms=tuple(platforms),
+        spec_channels=spec_channels(spec),
     )
 
 
@@ -241,8 +359,14 @@ class StaleLock:
         return f"{where} ({self.lock_path}): {self.reason}"
 
 
-def check_flavor(flavor: Flavor) -> list[StaleLock]:
-    """Stale platforms of one flavor's lock; [] when it matches its inputs."""
+def check_flavor(
+    flavor: Flavor, virtual_packages: VirtualPackageOptions | None = None
+) -> list[StaleLock]:
+    """Stale platforms of one flavor's lock; [] when it matches its inputs.
+
+    The same comparison as ``conda-lock lock --check-input-hash`` with the same virtual
+    packages (the flavor's, or ``virtual_packages`` from the command line).
+    """
     from conda_lock.content_hash import backwards_compatible_content_hashes
 
     from lockdock.installer.lockfile import read_lock
@@ -252,9 +376,9 @@ def check_flavor(flavor: Flavor) -> list[StaleLock]:
         return [StaleLock(flavor.name, None, flavor.lock_path, "no lock file")]
     try:
         lock = read_lock(flavor.lock_path)
-    except LockdockError as error:
+    except StaleLockError as error:  # a malformed lock is its own error (exit 3), not stale
         return [StaleLock(flavor.name, None, flavor.lock_path, f"unreadable: {error}")]
-    repo = hashing_repo(flavor.virtual_packages_file)
+    repo = hashing_repo(VirtualPackageOptions.of_flavor(flavor, virtual_packages))
     stale: list[StaleLock] = []
     for platform in spec.platforms:
         recorded = lock.content_hash.get(platform)
@@ -275,17 +399,25 @@ def check_flavor(flavor: Flavor) -> list[StaleLock]:
     return stale
 
 
-def check_locks(project: Project, flavors: Sequence[str] = ()) -> list[StaleLock]:
+def check_locks(
+    project: Project,
+    flavors: Sequence[str] = (),
+    virtual_packages: VirtualPackageOptions | None = None,
+) -> list[StaleLock]:
     """Offline: which locks of ``flavors`` (default: all) do not match their inputs."""
     stale: list[StaleLock] = []
     for flavor in project.select(flavors):
-        stale.extend(check_flavor(flavor))
+        stale.extend(check_flavor(flavor, virtual_packages))
     return stale
 
 
-def require_fresh_locks(project: Project, flavors: Sequence[str] = ()) -> None:
+def require_fresh_locks(
+    project: Project,
+    flavors: Sequence[str] = (),
+    virtual_packages: VirtualPackageOptions | None = None,
+) -> None:
     """Raise StaleLockError naming every stale flavor and platform (``lock --check``)."""
-    stale = check_locks(project, flavors)
+    stale = check_locks(project, flavors, virtual_packages)
     if stale:
         raise StaleLockError(
             "Stale lock: " + "; ".join(str(s) for s in stale) + ". Run `lockdock lock"
@@ -317,7 +449,9 @@ class LockResult:
 
 def _channel_error(error: BaseException, plan: FlavorPlan, mirrors: Mirrors) -> NetworkError:
     text = _one_line(error)
-    named = [c for c in plan.channels if mirrors.resolve(c) in text] or list(plan.channels)
+    named = [c for c in plan.solve_channels if mirrors.resolve(c) in text] or list(
+        plan.solve_channels
+    )
     listing = ", ".join(f"{c!r} ({mirrors.resolve(c)})" for c in named)
     return NetworkError(
         f"Channel {listing} could not be reached while locking flavor "
@@ -371,7 +505,7 @@ async def _solve_platform(
     import rattler
 
     platform = platform_plan.platform
-    sources = [rattler.Channel(mirrors.resolve(c)) for c in plan.channels]
+    sources = [rattler.Channel(mirrors.resolve(c)) for c in plan.solve_channels]
     subdirs: list[Any] = [platform, "noarch"]
     name = plan.flavor.name
     specs = _match_specs(plan, platform_plan)
@@ -399,7 +533,7 @@ async def _solve_platform(
                 vpkgs = ", ".join(map(str, plan.virtual_packages.for_platform(platform)))
                 raise SolveError(
                     f"The conda specs of flavor {name!r} cannot be satisfied on {platform} "
-                    f"(virtual packages: {vpkgs}; channels: {', '.join(plan.channels)}). "
+                    f"(virtual packages: {vpkgs}; channels: {', '.join(plan.solve_channels)}). "
                     f"Solver: {_one_line(error)}"
                 ) from None
             if _is_fetch_error(error):
@@ -554,6 +688,7 @@ def write_lock(plan: FlavorPlan, packages: Sequence[LockedDependency]) -> None:
     from conda_lock.common import relative_path
     from conda_lock.lockfile import write_conda_lock_file
     from conda_lock.lockfile.v2prelim.models import Lockfile, LockMeta
+    from conda_lock.models.channel import Channel
 
     lock_path = plan.flavor.lock_path
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -562,7 +697,10 @@ def write_lock(plan: FlavorPlan, packages: Sequence[LockedDependency]) -> None:
         package=list(packages),
         metadata=LockMeta(
             content_hash=plan.content_hashes,
-            channels=list(plan.lock_spec.channels),
+            channels=[
+                *plan.lock_spec.channels,
+                *(Channel.from_string(c) for c in plan.spec_channels),
+            ],
             platforms=list(plan.lock_spec.platforms),
             sources=sources,
         ),
@@ -606,7 +744,12 @@ async def _lock_flavor(gateway: Any, plan: FlavorPlan, mirrors: Mirrors) -> Lock
 def make_gateway(cache_dir: Path) -> Any:
     import rattler
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:  # rattler reports an unwritable cache as a fetch error: "channel unreachable"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache_dir, prefix=".lockdock-probe."):
+            pass
+    except OSError as error:
+        raise local_file_error(cache_dir, error, "write the repodata cache") from None
     return rattler.Gateway(cache_dir=cache_dir)
 
 
@@ -619,11 +762,12 @@ def lock_project(
     flavors: Sequence[str] = (),
     mirrors: Mirrors | None = None,
     cache_dir: Path | None = None,
+    virtual_packages: VirtualPackageOptions | None = None,
 ) -> list[LockResult]:
     """Lock ``flavors`` (default: all). Every flavor is planned before any solve, so a bad
     input anywhere fails before anything is fetched or written."""
     mirrors = mirrors or Mirrors()
-    plans = [plan_flavor(f, mirrors) for f in project.select(flavors)]
+    plans = [plan_flavor(f, mirrors, virtual_packages) for f in project.select(flavors)]
     gateway = make_gateway(cache_dir or default_cache_dir(project))
 
     async def run() -> list[LockResult]:
@@ -633,7 +777,11 @@ def lock_project(
 
 
 def lock_command(
-    project_dir: Path, flavors: Sequence[str], mirror_options: Sequence[str], check: bool
+    project_dir: Path,
+    flavors: Sequence[str],
+    mirror_options: Sequence[str],
+    check: bool,
+    virtual_packages: VirtualPackageOptions | None = None,
 ) -> list[LockResult]:
     """What ``lockdock lock`` and ``nox -s lock`` run."""
     from lockdock.spec import load_project
@@ -645,7 +793,7 @@ def lock_command(
             "default flavor, locked into ./conda-lock.yml) or another images/<flavor>/."
         )
     if check:
-        require_fresh_locks(project, flavors)
+        require_fresh_locks(project, flavors, virtual_packages)
         return []
     mirrors = Mirrors.from_sources(mirror_options, os.environ)
-    return lock_project(project, flavors, mirrors)
+    return lock_project(project, flavors, mirrors, virtual_packages=virtual_packages)

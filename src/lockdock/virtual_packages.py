@@ -10,12 +10,22 @@ A flavor's ``virtual-packages.yml`` is conda-lock's ``--virtual-package-spec`` f
 A value is ``VERSION`` or ``VERSION BUILD``. As in conda-lock, the file replaces the
 defaults for every platform it names (nothing is merged).
 
-Without a file, a flavor gets conda-lock's defaults *without* ``__cuda`` (conda-lock's
-``--without-cuda``), i.e. for linux-64 ``__unix=0``, ``__linux=5.10``, ``__glibc=2.28``,
-``__archspec=1=x86_64`` (``aarch64``/``ppc64le`` on the other Linux platforms), for osx-*
-``__unix``, ``__osx=11.0``, ``__archspec``, for win-64 ``__win``, ``__archspec``. The
-content hash is computed against exactly that repodata, so it equals what
-``conda-lock lock --without-cuda`` (no spec file) or ``--virtual-package-spec FILE`` writes.
+The modes, each the exact repodata conda-lock builds for the same option, so the content
+hash equals what ``conda-lock lock`` writes with it (``VirtualPackageOptions``):
+
+- a spec file (flavor.toml ``virtual-packages``, ``--virtual-package-spec FILE``);
+- ``with-cuda = "12.0"`` / ``--with-cuda 12.0``: conda-lock's defaults with ``__cuda=12.0``;
+  ``"default"`` is conda-lock's own default (no flag at all: ``__cuda=11.4`` on Linux and
+  Windows), for adopting a project locked by a plain ``conda-lock lock``;
+- ``without-cuda`` / ``--without-cuda``, and lockdock's default: conda-lock's defaults
+  *without* ``__cuda``, i.e. for linux-64 ``__unix=0``, ``__linux=5.10``, ``__glibc=2.28``,
+  ``__archspec=1=x86_64`` (``aarch64``/``ppc64le`` on the other Linux platforms), for osx-*
+  ``__unix``, ``__osx=11.0``, ``__archspec``, for win-64 ``__win``, ``__archspec``.
+
+Why lockdock's default is ``--without-cuda`` and not conda-lock's: an image must not get
+CUDA builds nobody asked for. With conda-lock's default ``__cuda``, conda-forge's solver
+prefers the CUDA builds of pytorch & co. for every Linux lock, so a CPU image would carry
+gigabytes of CUDA libraries; a CUDA flavor says so (``with-cuda`` or a spec file).
 """
 
 from __future__ import annotations
@@ -26,8 +36,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from lockdock.errors import SpecError
 
@@ -43,6 +51,80 @@ KNOWN_PLATFORMS = (
     "osx-arm64",
     "win-64",
 )
+
+
+#: ``with_cuda`` value meaning conda-lock's own default ``__cuda`` (a plain ``conda-lock lock``).
+CONDA_LOCK_DEFAULT_CUDA = "default"
+
+
+@dataclass(frozen=True)
+class VirtualPackageOptions:
+    """Which virtual packages a lock is solved and hashed with (one of three modes).
+
+    ``with_cuda`` is a ``__cuda`` version, or ``"default"`` (conda-lock's default); neither
+    it nor ``without_cuda`` nor a file: lockdock's default, conda-lock's ``--without-cuda``.
+    """
+
+    spec_file: Path | None = None
+    with_cuda: str | None = None
+    without_cuda: bool = False
+
+    def __post_init__(self) -> None:
+        given = [
+            name
+            for name, value in (
+                ("--virtual-package-spec", self.spec_file is not None),
+                ("--with-cuda", self.with_cuda is not None),
+                ("--without-cuda", self.without_cuda),
+            )
+            if value
+        ]
+        if len(given) > 1:
+            from lockdock.errors import UsageError
+
+            raise UsageError(
+                f"{' and '.join(given)} exclude each other: choose one way to give the "
+                "virtual packages (conda-lock would silently ignore all but the spec file)."
+            )
+        if self.with_cuda is not None and not self.with_cuda.strip():
+            from lockdock.errors import UsageError
+
+            raise UsageError(
+                "--with-cuda needs a version (e.g. 12.0), or `default` for conda-lock's "
+                "default __cuda; use --without-cuda for none."
+            )
+
+    @property
+    def given(self) -> bool:
+        return self.spec_file is not None or self.with_cuda is not None or self.without_cuda
+
+    @property
+    def cuda_version(self) -> str:
+        """conda-lock's ``cuda_version`` argument: a version, ``"default"`` or ``""`` (none)."""
+        return self.with_cuda if self.with_cuda is not None else ""
+
+    def conda_lock_options(self) -> str:
+        """The ``conda-lock lock`` options that give the same virtual packages."""
+        if self.spec_file is not None:
+            return f"--virtual-package-spec {self.spec_file}"
+        if self.with_cuda == CONDA_LOCK_DEFAULT_CUDA:
+            return "(no option: conda-lock's default __cuda)"
+        if self.with_cuda is not None:
+            return f"--with-cuda {self.with_cuda}"
+        return "--without-cuda"
+
+    @classmethod
+    def of_flavor(
+        cls, flavor: Any, override: VirtualPackageOptions | None = None
+    ) -> VirtualPackageOptions:
+        """The flavor's settings (flavor.toml), replaced as a whole by CLI options if given."""
+        if override is not None and override.given:
+            return override
+        return cls(
+            spec_file=flavor.virtual_packages_file,
+            with_cuda=getattr(flavor, "with_cuda", None),
+            without_cuda=bool(getattr(flavor, "without_cuda", False)),
+        )
 
 
 @dataclass(frozen=True, order=True)
@@ -111,13 +193,22 @@ def _quiet_conda_lock() -> Iterator[None]:
         yield
 
 
-def hashing_repo(virtual_packages_file: Path | None) -> FakeRepoData:
+def _options(choice: Path | VirtualPackageOptions | None) -> VirtualPackageOptions:
+    if isinstance(choice, VirtualPackageOptions):
+        return choice
+    return VirtualPackageOptions(spec_file=choice)
+
+
+def hashing_repo(choice: Path | VirtualPackageOptions | None) -> FakeRepoData:
     """The FakeRepoData conda-lock builds for the same input: what the content hash covers.
 
     conda-lock: a spec file -> ``virtual_package_repo_from_specification(file)``; none ->
-    ``default_virtual_package_repodata(cuda_version=with_cuda)``; lockdock's default flavor
-    solves without ``__cuda``, which is conda-lock's ``--without-cuda`` (``""``).
+    ``default_virtual_package_repodata(cuda_version=with_cuda)`` with ``with_cuda`` a
+    version, ``"default"`` (no flag) or ``""`` (``--without-cuda``, lockdock's default).
+    A bare path (or None) is a spec file (or none).
     """
+    options = _options(choice)
+    virtual_packages_file = options.spec_file
     from conda_lock.virtual_package import (
         default_virtual_package_repodata,
         virtual_package_repo_from_specification,
@@ -133,24 +224,27 @@ def hashing_repo(virtual_packages_file: Path | None) -> FakeRepoData:
                 f"{virtual_packages_file} is not a valid virtual-package spec "
                 f"(conda-lock's --virtual-package-spec format): {_one_line(error)}"
             ) from None
-    with _quiet_conda_lock():
-        return default_virtual_package_repodata(cuda_version="")
+    try:
+        with _quiet_conda_lock():
+            return default_virtual_package_repodata(cuda_version=options.cuda_version)
+    except Exception as error:  # pydantic ValidationError for a malformed version
+        raise SpecError(
+            f"--with-cuda {options.with_cuda!r} is not a virtual-package version "
+            f"(e.g. 12.0): {_one_line(error)}"
+        ) from None
 
 
-def load_virtual_packages(virtual_packages_file: Path | None) -> VirtualPackageSet:
+def load_virtual_packages(choice: Path | VirtualPackageOptions | None) -> VirtualPackageSet:
     """The virtual packages a flavor solves with (see the module docstring)."""
-    return _repo_to_set(hashing_repo(virtual_packages_file), virtual_packages_file)
+    options = _options(choice)
+    return _repo_to_set(hashing_repo(options), options.spec_file)
 
 
 def validate_virtual_packages_file(path: Path) -> None:
     """Fail with the file and line for malformed YAML or a misspelt structure."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path} is not valid YAML{where}: {_one_line(error)}") from None
+    from lockdock.textio import read_yaml
+
+    data: Any = read_yaml(path)  # not UTF-8, malformed, duplicate keys: SpecError
     if not isinstance(data, dict) or set(data) != {"subdirs"}:
         raise SpecError(
             f"{path}: a virtual-package spec has exactly one top-level key, `subdirs:` "
