@@ -44,7 +44,8 @@ COPY --from=store-download /store/ /
 # sbom.cdx.json>; plain `docker build .` has no lockdock to write one, and ships none.
 FROM scratch AS sbom
 
-# builder: install the lock from the store with no network, verified against the lock.
+# builder: install the lock from the store with no network, verified against the lock, then
+# split by owning package into the layer slots /layers/00 .. /layers/55 (install-env).
 FROM installer-env AS builder
 ARG LOCK
 ARG TARGETARCH

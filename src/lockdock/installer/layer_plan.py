@@ -1,0 +1,197 @@
+"""Which image layer each file of a verified prefix goes to: the pure half of the splitter.
+
+The final stage of every flavor copies a fixed number of layer *slots*
+(``COPY --link --from=builder /layers/NN/ /`` for NN in ``00..SLOTS-1``), so the Dockerfiles
+never change when the lock does; the splitter (``lockdock.installer.layers``) fills them.
+
+The rule (documented in the README, "Layers"):
+
+- every file and symlink of the prefix belongs to one *owner*: the conda package whose
+  ``conda-meta/<name>-<version>-<build>.json`` lists it (the record file itself belongs to
+  its package), or the pip distribution whose ``RECORD`` lists it (only distributions pip
+  installed: a ``.dist-info`` a conda package ships is that package's);
+- a byte-compiled ``__pycache__/<module>.<tag>.pyc`` no list names goes with the owner of
+  ``<module>.py`` (it is compiled from it, for the prefix's Python);
+- a path a pip ``RECORD`` and conda lists both name goes to the pip distribution (pip ran
+  after the conda part, so the bytes on disk are the wheel's); a path several conda lists or
+  several RECORDs name goes to the shared slot 00 (its bytes depend on all of them).
+  rattler itself renames a conda-on-conda clobber to ``__clobbers__/<package>/<path>`` and
+  lists the renamed path, so those have one owner like any other file;
+- ``UNOWNED_FILES`` (``conda-meta/history``, ``conda-meta/.lockdock-prefix``, rattler's
+  ``CACHEDIR.TAG``) and directories no owned file lies under go to slot 00; any other file
+  no owner claims is an error (exit 10);
+- an owner of at least ``SOLO_MIN_BYTES`` installed bytes gets a slot of its own (its layer's
+  bytes depend on that package build only); the others share ``BUCKETS`` buckets, chosen by
+  the sha256 of the owner's key (``conda:<name>`` / ``pip:<name>``, not its version), so a
+  relock that bumps one small package changes that package's bucket and slot 00 only;
+- when more owners reach the threshold than there are solo slots, the largest keep them and
+  the rest go to their buckets: the layer budget is never exceeded, and is never a failure.
+
+Timestamps: a file gets its conda package's build timestamp; pip distributions, slot 00 and
+every directory get ``STABLE_EPOCH``; each is clamped to the image's ``SOURCE_DATE_EPOCH``.
+None of them depends on the rest of the lock, the flavor, the date or the git commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from lockdock.installer.install import CONDA_META, PREFIX_MARKER
+
+#: Layer slots of the final stage (images/<flavor>/Dockerfile copies /layers/00 .. 55).
+SLOTS = 56
+#: Slot of what no single package owns (UNOWNED_FILES, shared paths, empty directories) and
+#: of the split report.
+SHARED_SLOT = 0
+#: Buckets for the owners below the threshold: slots 1 .. BUCKETS.
+BUCKETS = 16
+FIRST_SOLO_SLOT = 1 + BUCKETS
+#: Installed size from which an owner gets a solo slot (32 MiB: in a torch image that is
+#: torch, python, numpy and the large native libraries; everything else is buckets).
+SOLO_MIN_BYTES = 32 * 1024 * 1024
+#: 2000-01-01T00:00:00Z: the time of pip distributions, slot 00 and every directory.
+STABLE_EPOCH = 946684800
+#: Files the installer leaves that no package lists (relative to the prefix): conda's
+#: history, lockdock's own-prefix marker, the cache tag rattler writes.
+UNOWNED_FILES = (f"{CONDA_META}/history", f"{CONDA_META}/{PREFIX_MARKER}", "CACHEDIR.TAG")
+#: Where the split report lies in the image (in slot 00), relative to the root.
+REPORT_PATH = "usr/share/lockdock/layers.json"
+
+_PYC = re.compile(r"^(?P<dir>(?:.*/)?)__pycache__/(?P<module>[^/.]+)\.[^/]*\.pyc$")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A conda package or a pip distribution installed in the prefix."""
+
+    manager: str  # "conda" | "pip"
+    name: str
+    version: str
+    build: str = ""
+    #: Seconds since the epoch (conda's build timestamp); None for pip.
+    timestamp: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.manager}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Each path's owner key (None: the shared slot), and the paths nobody may own."""
+
+    owner: dict[str, str | None]
+    shared: list[str] = field(default_factory=list)
+    unowned: list[str] = field(default_factory=list)
+
+
+def pyc_source(path: str) -> str | None:
+    """``pkg/__pycache__/mod.cpython-311.pyc`` -> ``pkg/mod.py``; None for other paths."""
+    match = _PYC.match(path)
+    return f"{match['dir']}{match['module']}.py" if match else None
+
+
+def normalise(path: str) -> str | None:
+    """A list's path relative to the prefix, posix; None when it leaves the prefix."""
+    clean = posixpath.normpath(path.replace("\\", "/"))
+    if clean.startswith(("../", "/")) or clean in ("..", "."):
+        return None
+    return clean
+
+
+def assign_owners(
+    paths: Iterable[str],
+    conda: Mapping[str, Iterable[str]],
+    pip: Mapping[str, Iterable[str]],
+) -> Ownership:
+    """Owner of every path (files and symlinks of the prefix, relative posix). Pure.
+
+    ``conda`` / ``pip``: owner key -> the paths its record lists (relative to the prefix).
+    """
+    claims: dict[str, tuple[set[str], set[str]]] = {}
+    for table, index in ((conda, 0), (pip, 1)):
+        for key, listed in table.items():
+            for raw in listed:
+                path = normalise(raw)
+                if path is not None:
+                    claims.setdefault(path, (set(), set()))[index].add(key)
+    result = Ownership(owner={})
+    for path in sorted(set(paths)):
+        owner, decided = _decide(claims.get(path))
+        if not decided:
+            source = pyc_source(path)
+            owner, decided = _decide(claims.get(source)) if source else (None, False)
+        if decided:
+            result.owner[path] = owner
+            if owner is None:
+                result.shared.append(path)
+        elif path in UNOWNED_FILES:
+            result.owner[path] = None
+        else:
+            result.unowned.append(path)
+    return result
+
+
+def _decide(claim: tuple[set[str], set[str]] | None) -> tuple[str | None, bool]:
+    """(owner key or None for shared, whether anyone claims the path)."""
+    if claim is None:
+        return None, False
+    conda_keys, pip_keys = claim
+    if len(pip_keys) == 1:
+        return next(iter(pip_keys)), True
+    if not pip_keys and len(conda_keys) == 1:
+        return next(iter(conda_keys)), True
+    return None, bool(conda_keys or pip_keys)
+
+
+def bucket_of(key: str) -> int:
+    """The bucket slot of an owner below the threshold: stable in its key alone."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return 1 + int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def plan_slots(
+    sizes: Mapping[str, int],
+    *,
+    solo_min_bytes: int = SOLO_MIN_BYTES,
+    slots: int = SLOTS,
+) -> dict[str, int]:
+    """Owner key -> slot. Large owners get solo slots in name order; the rest, buckets.
+
+    When more owners reach ``solo_min_bytes`` than there are solo slots, the largest (ties:
+    by key) keep them and the others go to their buckets.
+    """
+    solo_count = slots - FIRST_SOLO_SLOT
+    if solo_count < 0:
+        raise ValueError(f"{slots} slots cannot hold slot 00 and {BUCKETS} buckets")
+    large = sorted((k for k, size in sizes.items() if size >= solo_min_bytes),
+                   key=lambda k: (-sizes[k], k))  # fmt: skip
+    solo = sorted(large[:solo_count])
+    plan = {key: FIRST_SOLO_SLOT + index for index, key in enumerate(solo)}
+    for key in sizes:
+        plan.setdefault(key, bucket_of(key))
+    return plan
+
+
+def clamp(timestamp: int | None, source_date_epoch: int | None) -> int:
+    """A file's time: its owner's (else ``STABLE_EPOCH``), never after ``SOURCE_DATE_EPOCH``."""
+    value = timestamp if timestamp and timestamp > 0 else STABLE_EPOCH
+    if value > 100_000_000_000:  # conda's millisecond stamps
+        value //= 1000
+    if source_date_epoch is not None:
+        value = min(value, source_date_epoch)
+    return value
+
+
+def slot_dir(slot: int) -> str:
+    """``/layers/<this>/``: two digits, as the Dockerfiles name them."""
+    return f"{slot:02d}"
+
+
+def dockerfile_copy_lines(builder_stage: str = "builder") -> list[str]:
+    """The final stage's COPY lines, one per slot (a test binds them to the Dockerfiles)."""
+    return [f"COPY --link --from={builder_stage} /layers/{slot_dir(s)}/ /" for s in range(SLOTS)]

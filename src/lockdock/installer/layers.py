@@ -1,0 +1,403 @@
+"""The splitter: a verified prefix -> ``/layers/00 .. /layers/NN``, one tree per image layer.
+
+Runs in the builder stage right after the install verified the prefix
+(images/base/build/install-env)::
+
+    python -m lockdock.installer.layers --prefix /opt/conda/envs/lockdock --out /layers
+
+Which file goes where is ``lockdock.installer.layer_plan`` (pure; its docstring is the rule).
+Here: read the owners' lists (conda-meta records, pip ``RECORD`` files), walk the prefix,
+and write each slot as ``<out>/NN/<prefix without the leading />/...``:
+
+- files are hard links to the prefix's (no copy; the prefix is not shipped, only /layers is),
+  or copies where the prefix file already had other links (its time must be its own);
+  symlinks are recreated; directories get the prefix's mode;
+- every entry gets its owner's time (``layer_plan.clamp``), every directory
+  ``STABLE_EPOCH``: BuildKit's ``COPY --link`` keeps them, so a layer's bytes are a function
+  of its packages' files alone;
+- the split report (``layer_plan.REPORT_PATH``, in slot 00) names each slot's packages and
+  sizes, for ``lockdock inspect``;
+- last, the slots are checked against the prefix: every file and symlink exactly once, same
+  inode (or same bytes), mode and target; every directory present with its mode. Any
+  failure is a BuildError (exit 10) naming the files, and nothing is left in ``--out``.
+
+Standard library only (it runs in the installer venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.parser
+import errno
+import filecmp
+import json
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lockdock.errors import BuildError, LockdockError
+from lockdock.installer.install import CONDA_META, canonical_pip_name
+from lockdock.installer.layer_plan import (
+    REPORT_PATH,
+    SHARED_SLOT,
+    SLOTS,
+    SOLO_MIN_BYTES,
+    STABLE_EPOCH,
+    Owner,
+    assign_owners,
+    clamp,
+    plan_slots,
+    slot_dir,
+)
+
+#: How many paths an error message lists before "and N more".
+LISTED = 20
+
+
+def _listing(paths: Sequence[str]) -> str:
+    shown = ", ".join(paths[:LISTED])
+    return shown + (f" and {len(paths) - LISTED} more" if len(paths) > LISTED else "")
+
+
+# --- reading the owners ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Owners:
+    owners: dict[str, Owner]
+    conda: dict[str, list[str]]  # key -> listed paths (the record file included)
+    pip: dict[str, list[str]]
+
+
+def read_owners(prefix: Path) -> Owners:
+    """Every conda record's file list and every pip-installed distribution's RECORD."""
+    owners: dict[str, Owner] = {}
+    conda: dict[str, list[str]] = {}
+    pip: dict[str, list[str]] = {}
+    for record_path in sorted((prefix / CONDA_META).glob("*.json")):
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            owner = Owner("conda", str(record["name"]), str(record["version"]),
+                          str(record.get("build", "")), _timestamp(record.get("timestamp")))
+        except (OSError, ValueError, KeyError) as error:
+            raise BuildError(
+                f"Layer split of {prefix}: unreadable conda record {record_path}: {error}."
+            ) from None
+        owners[owner.key] = owner
+        files = [str(f) for f in record.get("files") or []]
+        conda[owner.key] = [*files, f"{CONDA_META}/{record_path.name}"]
+    conda_listed = {p for paths in conda.values() for p in paths}
+    parser = email.parser.HeaderParser()
+    for site in sorted(prefix.glob("lib/python3*/site-packages")):
+        for dist in sorted(site.glob("*.dist-info")):
+            record_file, metadata = dist / "RECORD", dist / "METADATA"
+            if metadata.relative_to(prefix).as_posix() in conda_listed:
+                continue  # a conda package's own dist-info
+            if not record_file.is_file() or not metadata.is_file():
+                raise BuildError(
+                    f"Layer split of {prefix}: pip distribution {dist} has no RECORD or "
+                    "METADATA, so its files cannot be attributed to it."
+                )
+            headers = parser.parsestr(metadata.read_text(encoding="utf-8", errors="replace"))
+            owner = Owner("pip", canonical_pip_name(str(headers["Name"])), str(headers["Version"]))
+            owners[owner.key] = owner
+            base = site.relative_to(prefix).as_posix()
+            listed = []
+            for line in record_file.read_text(encoding="utf-8").splitlines():
+                name = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
+                if name:
+                    listed.append(f"{base}/{name}")
+            pip.setdefault(owner.key, []).extend(listed)
+    return Owners(owners, conda, pip)
+
+
+def _timestamp(value: object) -> int | None:
+    try:
+        return int(value) if value is not None else None  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+# --- walking the prefix ------------------------------------------------------------------
+
+
+def walk(prefix: Path) -> tuple[dict[str, os.stat_result], dict[str, os.stat_result]]:
+    """(files and symlinks, directories) of ``prefix``: relative posix path -> lstat."""
+    entries: dict[str, os.stat_result] = {}
+    directories: dict[str, os.stat_result] = {}
+    for directory, dirnames, filenames in os.walk(prefix):
+        base = Path(directory)
+        for name in dirnames + filenames:
+            path = base / name
+            rel = path.relative_to(prefix).as_posix()
+            info = path.lstat()
+            (directories if stat.S_ISDIR(info.st_mode) else entries)[rel] = info
+    return entries, directories
+
+
+# --- writing the slots --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """What was put where (the report's content)."""
+
+    slots: dict[int, list[str]]  # slot -> owner keys
+    placed: dict[str, int]  # path -> slot
+    owner: dict[str, str | None]  # path -> owner key (None: shared)
+    sizes: dict[str, int]  # owner key -> installed bytes
+    files: dict[str, int]  # owner key -> files and symlinks
+    shared: list[str]
+
+
+def plan_split(
+    prefix: Path, *, solo_min_bytes: int = SOLO_MIN_BYTES
+) -> tuple[Split, Owners, dict[str, os.stat_result], dict[str, os.stat_result]]:
+    owners = read_owners(prefix)
+    entries, directories = walk(prefix)
+    ownership = assign_owners(entries, owners.conda, owners.pip)
+    if ownership.unowned:
+        raise BuildError(
+            f"Layer split of {prefix}: {len(ownership.unowned)} file(s) belong to no conda "
+            f"package or pip distribution and are not on the list of known leftovers "
+            f"(lockdock.installer.layer_plan.UNOWNED_FILES): {_listing(ownership.unowned)}."
+        )
+    sizes = {key: 0 for key in owners.owners}
+    counts = {key: 0 for key in owners.owners}
+    for path, key in ownership.owner.items():
+        if key is not None:
+            sizes[key] += entries[path].st_size
+            counts[key] += 1
+    slot_of = plan_slots(sizes, solo_min_bytes=solo_min_bytes)
+    slots: dict[int, list[str]] = {s: [] for s in range(SLOTS)}
+    for key in sorted(slot_of):
+        slots[slot_of[key]].append(key)
+    placed = {path: SHARED_SLOT if key is None else slot_of[key]
+              for path, key in ownership.owner.items()}  # fmt: skip
+    split = Split(slots, placed, ownership.owner, sizes, counts, ownership.shared)
+    return split, owners, entries, directories
+
+
+def _place(source: Path, dest: Path, info: os.stat_result, when: int) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(source), dest)
+    elif info.st_nlink > 1:
+        shutil.copy2(source, dest, follow_symlinks=False)
+    else:
+        try:
+            os.link(source, dest, follow_symlinks=False)
+        except OSError as error:
+            if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            shutil.copy2(source, dest, follow_symlinks=False)
+    os.utime(dest, (when, when), follow_symlinks=False)
+
+
+def _make_dirs(root: Path, slot_root: Path, rel_dir: Path, made: set[Path]) -> None:
+    """Create ``slot_root/rel_dir`` and its parents with the modes of ``root/rel_dir``."""
+    missing = []
+    current = rel_dir
+    while current != Path(".") and slot_root / current not in made:
+        missing.append(current)
+        current = current.parent
+    for part in reversed(missing):
+        target = slot_root / part
+        target.mkdir(exist_ok=True)
+        os.chmod(target, stat.S_IMODE((root / part).stat().st_mode))
+        made.add(target)
+
+
+def write_slots(
+    prefix: Path,
+    out: Path,
+    *,
+    root: Path = Path("/"),
+    source_date_epoch: int | None = None,
+    solo_min_bytes: int = SOLO_MIN_BYTES,
+) -> Split:
+    """Split ``prefix`` into ``out/00 .. out/NN`` (replacing ``out``), check, report."""
+    prefix, root = Path(os.path.abspath(prefix)), Path(os.path.abspath(root))
+    try:
+        inside = prefix.relative_to(root)
+    except ValueError:
+        raise BuildError(f"Layer split: prefix {prefix} is not under the root {root}.") from None
+    split, owners, entries, directories = plan_split(prefix, solo_min_bytes=solo_min_bytes)
+    if out.exists():
+        shutil.rmtree(out)
+    try:
+        _write(prefix, out, root, inside, split, owners, entries, directories, source_date_epoch)
+        check_slots(prefix, out, inside, entries, directories)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return split
+
+
+def _write(
+    prefix: Path, out: Path, root: Path, inside: Path, split: Split, owners: Owners,
+    entries: dict[str, os.stat_result], directories: dict[str, os.stat_result],
+    source_date_epoch: int | None,
+) -> None:  # fmt: skip
+    made: set[Path] = set()
+    for slot in range(SLOTS):
+        (out / slot_dir(slot)).mkdir(parents=True)
+    times = {key: clamp(owner.timestamp, source_date_epoch) for key, owner in owners.owners.items()}
+    shared_time = clamp(None, source_date_epoch)
+    holding: set[tuple[int, str]] = set()
+    for path in sorted(entries):
+        slot = split.placed[path]
+        slot_root = out / slot_dir(slot)
+        rel = inside / path
+        _make_dirs(root, slot_root, rel.parent, made)
+        key = split.owner[path]
+        _place(prefix / path, slot_root / rel, entries[path],
+               times[key] if key else shared_time)  # fmt: skip
+        parent = Path(path).parent
+        while parent != Path("."):
+            holding.add((slot, parent.as_posix()))
+            parent = parent.parent
+    held = {directory for _slot, directory in holding}
+    for directory in sorted(directories):
+        if directory not in held:  # nothing owned below it: the shared slot keeps it
+            _make_dirs(root, out / slot_dir(SHARED_SLOT), inside / directory, made)
+    # The report's folders are the image's (/usr/share/...), not the prefix's: 0755.
+    report = out / slot_dir(SHARED_SLOT) / REPORT_PATH
+    for part in reversed(Path(REPORT_PATH).parents[:-1]):
+        folder = out / slot_dir(SHARED_SLOT) / part
+        folder.mkdir(exist_ok=True)
+        os.chmod(folder, 0o755)
+        made.add(folder)
+    report.write_text(report_json(split, owners, prefix), encoding="utf-8")
+    os.chmod(report, 0o644)
+    os.utime(report, (shared_time, shared_time))
+    dir_time = clamp(None, source_date_epoch)
+    for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
+        os.utime(folder, (dir_time, dir_time))
+
+
+def report_json(split: Split, owners: Owners, prefix: Path) -> str:
+    """The split report: per slot its packages, files and installed bytes. Deterministic."""
+    slots = []
+    for slot in range(SLOTS):
+        keys = split.slots[slot]
+        slots.append({
+            "slot": slot_dir(slot),
+            "packages": [_describe(owners.owners[k]) for k in keys],
+            "files": sum(split.files[k] for k in keys),
+            "installed_bytes": sum(split.sizes[k] for k in keys),
+        })  # fmt: skip
+    shared = slots[SHARED_SLOT]
+    shared["shared_paths"] = list(split.shared)
+    data = {"format": 1, "prefix": str(prefix), "slots": slots}
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
+def _describe(owner: Owner) -> dict[str, str]:
+    described = {"manager": owner.manager, "name": owner.name, "version": owner.version}
+    if owner.build:
+        described["build"] = owner.build
+    return described
+
+
+# --- the check after the split -------------------------------------------------------------
+
+
+def check_slots(
+    prefix: Path,
+    out: Path,
+    inside: Path,
+    entries: dict[str, os.stat_result],
+    directories: dict[str, os.stat_result],
+) -> None:
+    """Every entry of the prefix exactly once across the slots, equal to the prefix's."""
+    seen: dict[str, list[str]] = {}
+    dirs_seen: set[str] = set()
+    problems: list[str] = []
+    for slot in range(SLOTS):
+        top = out / slot_dir(slot) / inside
+        if not top.is_dir():
+            continue
+        found, found_dirs = walk(top)
+        dirs_seen.update(found_dirs)
+        for rel, info in found.items():
+            seen.setdefault(rel, []).append(slot_dir(slot))
+            want = entries.get(rel)
+            if want is None:
+                problems.append(f"{rel} (slot {slot_dir(slot)}: not in the prefix)")
+            elif not _same(prefix / rel, top / rel, want, info):
+                problems.append(f"{rel} (slot {slot_dir(slot)}: differs from the prefix)")
+        for rel, info in found_dirs.items():
+            want = directories.get(rel)
+            if want is not None and stat.S_IMODE(want.st_mode) != stat.S_IMODE(info.st_mode):
+                problems.append(f"{rel}/ (slot {slot_dir(slot)}: mode differs)")
+    problems += [f"{rel} (in slots {', '.join(s)})" for rel, s in sorted(seen.items())
+                 if len(s) > 1]  # fmt: skip
+    problems += [f"{rel} (in no slot)" for rel in sorted(set(entries) - set(seen))]
+    problems += [f"{rel}/ (in no slot)" for rel in sorted(set(directories) - dirs_seen)]
+    if problems:
+        raise BuildError(
+            f"Layer split of {prefix}: the layers are not the verified prefix: "
+            f"{_listing(sorted(problems))}."
+        )
+
+
+def _same(source: Path, copy: Path, want: os.stat_result, got: os.stat_result) -> bool:
+    if stat.S_IFMT(want.st_mode) != stat.S_IFMT(got.st_mode):
+        return False
+    if stat.S_ISLNK(want.st_mode):
+        return os.readlink(source) == os.readlink(copy)
+    if stat.S_IMODE(want.st_mode) != stat.S_IMODE(got.st_mode) or want.st_size != got.st_size:
+        return False
+    return (want.st_ino, want.st_dev) == (got.st_ino, got.st_dev) or filecmp.cmp(
+        source, copy, shallow=False
+    )
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lockdock.installer.layers",
+        description="Split a verified prefix into the image's layer slots by owning package.",
+    )
+    parser.add_argument("--prefix", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="the slots' parent (replaced)")
+    parser.add_argument("--root", type=Path, default=Path("/"),
+                        help="what the image's / is (default /)")  # fmt: skip
+    parser.add_argument("--solo-min-bytes", type=int, default=SOLO_MIN_BYTES)
+    return parser
+
+
+def source_date_epoch_from_env() -> int | None:
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BuildError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds.") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        split = write_slots(args.prefix, args.out, root=args.root,
+                            source_date_epoch=source_date_epoch_from_env(),
+                            solo_min_bytes=args.solo_min_bytes)  # fmt: skip
+    except LockdockError as error:
+        print(f"lockdock: error: {error}", file=sys.stderr)
+        return error.exit_code
+    used = sum(1 for keys in split.slots.values() if keys)
+    print(f"layers: {len(split.placed)} file(s) of {len(split.sizes)} package(s) in {used} "
+          f"slot(s) of {SLOTS} under {args.out} (directories: {STABLE_EPOCH} or earlier)",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The layer plan (pure): who owns a path, which slot an owner gets, file times, and the
+Dockerfiles' fixed slots."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lockdock.installer.layer_plan import (
+    BUCKETS,
+    FIRST_SOLO_SLOT,
+    SHARED_SLOT,
+    SLOTS,
+    SOLO_MIN_BYTES,
+    STABLE_EPOCH,
+    UNOWNED_FILES,
+    assign_owners,
+    bucket_of,
+    clamp,
+    dockerfile_copy_lines,
+    plan_slots,
+    pyc_source,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+MIB = 1024 * 1024
+
+
+def test_pyc_source_names_the_module_it_was_compiled_from() -> None:
+    assert pyc_source("lib/x/__pycache__/mod.cpython-311.pyc") == "lib/x/mod.py"
+    assert pyc_source("__pycache__/top.cpython-311.opt-2.pyc") == "top.py"
+    assert pyc_source("lib/x/mod.pyc") is None
+    assert pyc_source("lib/x/__pycache__/sub/mod.cpython-311.pyc") is None
+
+
+def test_each_path_has_its_listed_owner_and_pycs_follow_their_source() -> None:
+    ownership = assign_owners(
+        ["bin/tool", "lib/a.py", "lib/__pycache__/a.cpython-311.pyc", "conda-meta/history",
+         "site/w.py"],
+        conda={"conda:tool": ["bin/tool", "./lib/a.py"]},
+        pip={"pip:w": ["site/w.py", "../../outside"]},
+    )  # fmt: skip
+    assert ownership.owner == {
+        "bin/tool": "conda:tool",
+        "lib/a.py": "conda:tool",
+        "lib/__pycache__/a.cpython-311.pyc": "conda:tool",
+        "conda-meta/history": None,
+        "site/w.py": "pip:w",
+    }
+    assert ownership.unowned == [] and ownership.shared == []
+
+
+def test_pip_wins_over_conda_and_double_claims_go_to_the_shared_slot() -> None:
+    ownership = assign_owners(
+        ["over.py", "both-conda", "both-pip"],
+        conda={"conda:a": ["over.py", "both-conda"], "conda:b": ["both-conda"]},
+        pip={"pip:w": ["over.py", "both-pip"], "pip:v": ["both-pip"]},
+    )
+    assert ownership.owner == {"over.py": "pip:w", "both-conda": None, "both-pip": None}
+    assert ownership.shared == ["both-conda", "both-pip"]
+
+
+def test_files_nobody_owns_are_listed_unless_they_are_known_leftovers() -> None:
+    ownership = assign_owners([*UNOWNED_FILES, "share/stray", "x/__pycache__/y.cpython-311.pyc"],
+                              conda={}, pip={})  # fmt: skip
+    assert ownership.unowned == ["share/stray", "x/__pycache__/y.cpython-311.pyc"]
+    assert all(ownership.owner[p] is None for p in UNOWNED_FILES)
+
+
+def test_buckets_depend_on_the_key_alone_and_spread() -> None:
+    keys = [f"conda:pkg{i}" for i in range(400)]
+    buckets = {bucket_of(k) for k in keys}
+    assert buckets == set(range(1, BUCKETS + 1))
+    small = {k: 1000 for k in keys[:50]}
+    bumped = {**small, keys[7]: 5000}  # a new version of one package: another size
+    assert plan_slots(small) == plan_slots(bumped)
+
+
+def test_large_owners_get_solo_slots_in_name_order() -> None:
+    sizes = {"pip:torch": 900 * MIB, "conda:python": 100 * MIB, "conda:hello": 10,
+             "conda:edge": SOLO_MIN_BYTES, "conda:below": SOLO_MIN_BYTES - 1}  # fmt: skip
+    plan = plan_slots(sizes)
+    assert plan["conda:edge"] == FIRST_SOLO_SLOT
+    assert plan["conda:python"] == FIRST_SOLO_SLOT + 1
+    assert plan["pip:torch"] == FIRST_SOLO_SLOT + 2
+    assert plan["conda:hello"] == bucket_of("conda:hello")
+    assert plan["conda:below"] == bucket_of("conda:below")
+    assert max(plan.values()) < SLOTS and SHARED_SLOT not in plan.values()
+
+
+def test_more_large_owners_than_solo_slots_keep_the_budget() -> None:
+    solo = SLOTS - FIRST_SOLO_SLOT
+    sizes = {f"conda:big{i:03d}": (100 + i) * MIB for i in range(solo + 5)}
+    plan = plan_slots(sizes)
+    assert max(plan.values()) == SLOTS - 1
+    demoted = sorted(k for k, s in plan.items() if s < FIRST_SOLO_SLOT)
+    assert demoted == [f"conda:big{i:03d}" for i in range(5)]  # the five smallest
+    assert all(plan[k] == bucket_of(k) for k in demoted)
+    with pytest.raises(ValueError):
+        plan_slots(sizes, slots=FIRST_SOLO_SLOT - 1)
+
+
+def test_clamp_uses_the_owners_time_never_after_source_date_epoch() -> None:
+    assert clamp(1704067200000, None) == 1704067200  # conda's milliseconds
+    assert clamp(1704067200, 1704067300) == 1704067200
+    assert clamp(1704067200, 1000) == 1000
+    assert clamp(None, None) == STABLE_EPOCH
+    assert clamp(0, 2_000_000_000) == STABLE_EPOCH
+
+
+def _final_stage_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("COPY --link --from=builder")]
+
+
+DOCKERFILES = [*sorted(ROOT.glob("images/*/Dockerfile")), ROOT / "Dockerfile"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_final_stage_copies_the_fixed_slots(dockerfile: Path) -> None:
+    text = dockerfile.read_text(encoding="utf-8")
+    if dockerfile.parent.name == "base":
+        assert "/layers/" not in text
+        return
+    assert _final_stage_lines(text) == dockerfile_copy_lines()
+    assert "COPY --from=builder /opt/conda" not in text  # no whole-environment layer
+    final = text[text.rindex("\nFROM "):]
+    layer_steps = re.findall(r"^(?:COPY|ADD|RUN)\b", final, flags=re.MULTILINE)
+    assert len(layer_steps) <= 64
+
+
+def test_the_builder_splits_into_the_slots_the_final_stage_copies() -> None:
+    script = (ROOT / "images/base/build/install-env").read_text(encoding="utf-8")
+    assert "-m lockdock.installer.layers --prefix /opt/conda/envs/lockdock --out /layers" in script
