@@ -32,6 +32,7 @@ from lockdock.installer.layers import write_slots
 from lockdock.testing import ChannelServer, FakePackage, build_channel
 from lockdock.testing.channel import BUILD_TIMESTAMP
 from lockdock.testing.installs import (
+    Entry,
     conda_entry,
     make_wheel,
     manifest_difference,
@@ -73,12 +74,12 @@ def locks(
                             {"overlap_mod.py": "WHO = 'pip'\n"})  # fmt: skip
     with ChannelServer(served) as server:
 
-        def extra(name: str, version: str) -> object:
+        def extra(name: str, version: str) -> Entry:
             package = next(p for p in EXTRA if (p.name, p.version) == (name, version))
             url = f"{server.url}/extra/noarch/{package.filename}"
             return conda_entry(channel / "noarch" / package.filename, url)
 
-        def base(*names: str) -> list[object]:
+        def base(*names: str) -> list[Entry]:
             return [conda_entry(install_channel.packages[n], install_channel.package_url(n))
                     for n in names]  # fmt: skip
 
@@ -92,7 +93,7 @@ def locks(
                 *common, *hello_old, extra("clobber-a", "1.0"), extra("clobber-b", "1.0"),
                 extra("emptypkg", "1.0"), extra("overlap", "1.0"), wheel_entry(overwriter),
             ], channels=channels),
-        )  # type: ignore[arg-type]  # fmt: skip
+        )  # fmt: skip
 
 
 def _install(lock: Path, prefix: Path, store: Path) -> None:
