@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from lockdock.errors import LockdockError, SpecError
+from lockdock.errors import LockdockError, SpecError, UsageError
 from lockdock.fsutil import local_file_error
 
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -159,3 +159,28 @@ def load_yaml(text: str, path: Path | str, kind: type[LockdockError] = SpecError
 def read_yaml(path: Path | str, kind: type[LockdockError] = SpecError) -> Any:
     """``load_yaml(read_text(path))``; FileNotFoundError left to the caller."""
     return load_yaml(read_text(path), path, kind)
+
+
+# --- environment variables ---------------------------------------------------------------
+
+
+def env_number(name: str, default: float, *, integer: bool = True, minimum: float = 0) -> float:
+    """A numeric setting from the environment variable ``name`` (``default`` when unset or
+    empty); UsageError (exit 2) naming the variable and its value when it is not a number
+    of the right kind, as ``SOURCE_DATE_EPOCH`` is treated."""
+    import os
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or value != value:  # NaN
+        kind = "a whole number" if integer else "a number"
+        raise UsageError(
+            f"Environment variable {name}={raw!r} is not {kind} >= {minimum:g}: set it to "
+            f"one (default {default:g}) or unset it."
+        )
+    return value
