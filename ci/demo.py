@@ -45,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from lockdock.testing import baseimage, demo
     from lockdock.testing.channel import ChannelServer
+    from lockdock.testing.cpython import packaging_problem
 
+    problem = packaging_problem()  # step 3 packages this CPython (patchelf): say so up front
+    if problem is not None:
+        print(f"demo: cannot run: {problem}", file=sys.stderr)
+        return 1
     step(1, "engine: dockerd + buildx + registry on 127.0.0.1:5000 (ci/engine start)")
     problem = baseimage.ensure_engine()
     if problem is not None:

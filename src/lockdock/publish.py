@@ -98,9 +98,11 @@ class DockerPusher:
     def __init__(self, client: Any = None, *, attempts: int | None = None,
                  backoff: float | None = None) -> None:
         self._client = client
-        self.attempts = attempts or int(os.environ.get("LOCKDOCK_PUSH_ATTEMPTS", "4"))
-        self.backoff = backoff if backoff is not None else float(
-            os.environ.get("LOCKDOCK_PUSH_BACKOFF", "2"))
+        from lockdock.textio import env_number
+
+        self.attempts = attempts or int(env_number("LOCKDOCK_PUSH_ATTEMPTS", 4, minimum=1))
+        self.backoff = backoff if backoff is not None else env_number(
+            "LOCKDOCK_PUSH_BACKOFF", 2, integer=False)
 
     @property
     def client(self) -> Any:

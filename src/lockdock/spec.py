@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockdock.errors import SpecError, UsageError
+from lockdock.errors import LockdockError, SpecError, UsageError
 from lockdock.flavors import (
     ENVIRONMENT_FILE,
     FLAVOR_FILE,
@@ -129,11 +129,10 @@ ENVIRONMENT_KEYS = frozenset(
 )
 
 
-def _yaml_error(path: Path, error: Exception) -> SpecError:
-    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    detail = " ".join(str(getattr(error, "problem", "") or error).split())
-    return SpecError(f"{path} is not valid YAML{where}: {detail}.")
+def _yaml_error(path: Path, error: Exception) -> LockdockError:
+    from lockdock.textio import yaml_error
+
+    return yaml_error(path, error)
 
 
 def _at(path: Path, node: Any) -> str:
@@ -150,14 +149,13 @@ def validate_environment_file(path: Path, known_platforms: Sequence[str]) -> Non
     """
     import yaml
 
+    from lockdock.textio import compose_yaml, read_text
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
+        text = read_text(path)
+    except FileNotFoundError as error:
         raise SpecError(f"Cannot read {path}: {error.strerror}.") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as error:
-        raise _yaml_error(path, error) from None
+    root = compose_yaml(text, path)  # not UTF-8, malformed, duplicate keys: SpecError
     if not isinstance(root, yaml.MappingNode):
         raise SpecError(
             f"{path} must be a YAML mapping with `channels:`, `dependencies:` and "

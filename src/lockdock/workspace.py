@@ -57,12 +57,12 @@ def read_json(path: Path, *, error: type[LockdockError] = SpecError, fix: str = 
     The one JSON-file reader of lockdock's records: a file that cannot be read or is not JSON
     raises ``error`` naming the file, the position and ``fix`` (what to do), never a traceback.
     """
+    from lockdock.textio import read_text
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)  # not UTF-8: SpecError naming the byte; unreadable: exit 16
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as problem:
-        raise error(f"{path} cannot be read ({problem}).{' ' + fix if fix else ''}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as problem:
