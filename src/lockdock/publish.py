@@ -41,21 +41,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lockdock.accelerators import accelerator
 from lockdock.errors import EngineError, RegistryError, UsageError
 from lockdock.fsutil import sha256_file
 from lockdock.installer.lockfile import Lock
+from lockdock.platform import IMAGE_PLATFORMS, Platform
 from lockdock.progress import say
 from lockdock.publish_plan import (
-    DOCKER_TO_CONDA,
     LocalImage,
     PublishPlan,
-    arch_tag,
     plan_publish,
-    plan_tags,
     publication_record,
     recorded_date,
 )
 from lockdock.registry import ImageRef, parse_reference
+from lockdock.spec import Flavor
+from lockdock.tags import arch_tag, content_tag
 from lockdock.workspace import Workspace, updated_images_lock
 
 _PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
@@ -242,7 +243,7 @@ def write_sboms(plan: PublishPlan) -> list[Path]:
     written = []
     for image in plan.images:
         out = plan.gate_reports[image.platform].parent / SBOM_FILE
-        conda_platform = DOCKER_TO_CONDA.get(image.platform, image.platform)
+        conda_platform = Platform.image(image.platform).subdir
         written.append(write_sbom(plan.lock_path, conda_platform, out, name=plan.flavor))
     return written
 
@@ -251,10 +252,11 @@ def registry_images(client: Any, repository: ImageRef, lock: Lock, content_tag: 
         -> list[LocalImage]:
     """The per-platform images ``publish --platform-only`` pushed, read from the registry."""
     images = []
-    for platform, conda_platform in sorted(DOCKER_TO_CONDA.items()):
-        if conda_platform not in lock.platforms:
+    for candidate in IMAGE_PLATFORMS:
+        platform = str(candidate.docker)
+        if candidate.subdir not in lock.platforms:
             continue
-        ref = repository.with_tag(arch_tag(content_tag, platform))
+        ref = repository.with_tag(arch_tag(content_tag, candidate))
         digest = client.tag_digest_or_none(ref)
         if digest is None:
             continue
@@ -271,11 +273,12 @@ def registry_images(client: Any, repository: ImageRef, lock: Lock, content_tag: 
 
 def publish(
     project_root: Path,
-    flavor: str,
+    flavor: Flavor,
     lock: Lock,
     repository_text: str,
     image_refs: Sequence[str],
     *,
+    lock_sha256: str | None = None,
     mode: str = "all",
     pusher: Any = None,
     registry: Any = None,
@@ -287,7 +290,9 @@ def publish(
     ``mode``: ``all`` (push the given images and every tag); ``platform`` (push each given
     image under ``<content tag>-<arch>`` only: one CI runner per platform); ``merge`` (take
     those per-platform images from the registry, then index, tags and record as ``all``).
+    The moving tags and the accelerator (what the descriptive tag names) are the flavor's.
     """
+    name = flavor.name
     repository = parse_reference(repository_text)
     if repository.tag or repository.digest:
         raise UsageError(
@@ -299,14 +304,14 @@ def publish(
 
         registry = RegistryClient()
     pusher = pusher or DockerPusher()
-    lock_hash = sha256_file(lock.path)
+    lock_hash = lock_sha256 or sha256_file(lock.path)
     if mode == "merge":
-        content_tag = plan_tags(flavor, lock_hash, "", "").content_addressed
-        images = registry_images(registry, repository, lock, content_tag)
+        content = content_tag(name, lock_hash)
+        images = registry_images(registry, repository, lock, content)
         if len(images) < 2:
             raise UsageError(
-                f"--merge found {len(images)} per-platform image(s) of {flavor} in "
-                f"{repository.name} (tags {content_tag}-<arch>): it needs two. Push each "
+                f"--merge found {len(images)} per-platform image(s) of {name} in "
+                f"{repository.name} (tags {content}-<arch>): it needs two. Push each "
                 "platform with --platform-only first, or publish a single platform directly."
             )
     else:
@@ -317,17 +322,19 @@ def publish(
     workspace = Workspace(project_root)
     reports = {}
     for image in images:
-        path = workspace.gate_path(flavor, image.digest)
-        reports[image.platform] = (path, workspace.read_gate(flavor, image.digest))
+        path = workspace.gate_path(name, image.digest)
+        reports[image.platform] = (path, workspace.read_gate(name, image.digest))
     existing = workspace.read_images_lock()
     plan = plan_publish(
-        flavor=flavor,
+        flavor=name,
+        accelerator=accelerator(flavor.accelerator, source=str(flavor.directory / "flavor.toml")),
+        moving_tags=flavor.moving_tags,
         repository=repository,
         lock=lock,
         lock_hash=lock_hash,
         images=images,
         reports=reports,
-        recorded_date=recorded_date(existing, flavor, repository.name,
+        recorded_date=recorded_date(existing, name, repository.name,
                                     [i.digest for i in images]),
         env_epoch=os.environ.get("SOURCE_DATE_EPOCH"),
         today=today or datetime.now(UTC).strftime("%Y%m%d"),
@@ -357,7 +364,7 @@ def default_image_refs(project_root: Path, flavor: str, lock_sha256: str) -> lis
 
     workspace = Workspace(project_root)
     refs = []
-    for platform in sorted(DOCKER_TO_CONDA):
+    for platform in IMAGE_PLATFORMS:
         record = workspace.read_build_record(flavor, platform)
         if record is not None and record.lock_sha256 == lock_sha256:
             refs.append(record.reference)
@@ -373,7 +380,9 @@ def publish_flavor(project_dir: Path, flavor: str, repository: str,
     project = load_project(project_dir)
     (chosen,) = project.select([flavor])
     lock = read_lock(chosen.lock_path)
+    lock_sha256 = sha256_file(lock.path)
     refs = list(images)
     if not refs and mode != "merge":
-        refs = default_image_refs(project.root, flavor, sha256_file(lock.path))
-    return publish(project.root, flavor, lock, repository, refs, mode=mode)
+        refs = default_image_refs(project.root, flavor, lock_sha256)
+    return publish(project.root, chosen, lock, repository, refs, lock_sha256=lock_sha256,
+                   mode=mode)

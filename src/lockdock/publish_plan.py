@@ -1,13 +1,13 @@
 """Publishing, planned purely: which images may go out, under which tags, dated how, and
 the record that says what went out. ``lockdock.publish`` does the pushing.
 
-Tags, in push order (``plan_tags``):
+Tags, in push order (``lockdock.tags.publish_tags``):
 
 1. content-addressed ``<flavor>-<lockhash12>``: the first 12 hex digits of the SHA-256 of
    the lock file's bytes. It names one lock, so it never has to move.
-2. descriptive ``<flavor>-py3.12-torch2.5-cu12.6-<YYYYMMDD>``, read from the lock (python,
-   torch, CUDA where the lock has it) and the publish date.
-3. moving ``<flavor>``, plus ``latest`` for ``cpu``.
+2. descriptive ``<flavor>-py3.12-torch2.5-cu12.6-<YYYYMMDD>``: the versions the image holds
+   (``lockdock.facts.descriptor``, the same as the build's) and the publish date.
+3. moving: the flavor's ``moving-tags`` (flavor.toml).
 
 Publishing is refused (PublishRefusedError, ``gate_refusal``) unless the image's gate report
 (``Workspace.gate_path``) exists for its exact digest, names the same flavor and platform,
@@ -25,22 +25,23 @@ date, e.g. ``docker import``-ed ones.)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lockdock.accelerators import Accelerator
 from lockdock.errors import PublishRefusedError, SpecError, UsageError
-from lockdock.image import LOCK_SHA256_LABEL  # where the build records sha256(lock file)
-from lockdock.installer.lockfile import Lock, LockedArtifact
+from lockdock.facts import LOCK_SHA256_LABEL, descriptor, lock_versions
+from lockdock.installer.lockfile import Lock
+from lockdock.platform import Platform
 from lockdock.registry import ImageRef
+from lockdock.tags import Tags, arch_tag, publish_tags
 from lockdock.workspace import Workspace
 
-DOCKER_TO_CONDA = {"linux/amd64": "linux-64", "linux/arm64": "linux-aarch64"}
-_ARCH = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
-
+#: The lock categories an image is built from (the descriptor names what the image holds).
+IMAGE_CATEGORIES = ("main",)
 
 @dataclass(frozen=True)
 class LocalImage:
@@ -54,17 +55,6 @@ class LocalImage:
 
 
 @dataclass(frozen=True)
-class TagPlan:
-    content_addressed: str
-    descriptive: tuple[str, ...]
-    moving: tuple[str, ...]
-
-    @property
-    def in_order(self) -> tuple[str, ...]:
-        return (self.content_addressed, *self.descriptive, *self.moving)
-
-
-@dataclass(frozen=True)
 class PublishPlan:
     flavor: str
     repository: ImageRef
@@ -72,7 +62,7 @@ class PublishPlan:
     lock_hash: str
     date: str
     images: tuple[LocalImage, ...]
-    tags: TagPlan
+    tags: Tags
     gate_reports: Mapping[str, Path]  # platform -> gate.json
     platform_only: bool = False  # push each platform under its <content tag>-<arch> only
 
@@ -84,11 +74,7 @@ class PublishPlan:
         """The tag one platform's image is pushed under."""
         if not self.multi_platform and not self.platform_only:
             return self.tags.content_addressed
-        return arch_tag(self.tags.content_addressed, image.platform)
-
-
-def arch_tag(content_tag: str, platform: str) -> str:
-    return f"{content_tag}-{_ARCH.get(platform, platform.replace('/', '-'))}"
+        return arch_tag(self.tags.content_addressed, Platform.image(image.platform))
 
 
 def gate_refusal(report: Mapping[str, Any] | None, path: Path, flavor: str,
@@ -116,60 +102,6 @@ def gate_refusal(report: Mapping[str, Any] | None, path: Path, flavor: str,
     return None
 
 
-def _major_minor(version: str) -> str:
-    parts = re.split(r"[.+]", version)
-    return ".".join(parts[:2]) if len(parts) >= 2 else version
-
-
-def lock_descriptor(artifacts: Iterable[LockedArtifact]) -> str:
-    """``py3.12-torch2.5-cu12.6`` from the versions locked for one platform.
-
-    Python from conda's ``python``; torch from conda's ``pytorch`` or pip's ``torch``. The
-    CUDA part names the CUDA torch was built for, not whichever CUDA libraries something else
-    pulled in: none for a CPU torch (conda build string ``cpu_*``, pip local version
-    ``+cpu``); else conda-forge's ``cuda-version`` metapackage, ``cuda-cudart``, or pip's
-    ``nvidia-cuda-runtime-cu1x``. Parts the lock does not have are left out.
-    """
-    by_name: dict[str, LockedArtifact] = {}
-    for artifact in artifacts:
-        by_name.setdefault(artifact.name.lower(), artifact)
-
-    def version(*names: str) -> str | None:
-        return next((by_name[n].version for n in names if n in by_name), None)
-
-    parts = []
-    python = version("python")
-    if python:
-        parts.append(f"py{_major_minor(python)}")
-    torch = by_name.get("pytorch") or by_name.get("torch")
-    if torch:
-        parts.append(f"torch{_major_minor(torch.version)}")
-    cpu_torch = torch is not None and (
-        (torch.build or "").startswith("cpu") or torch.version.endswith("+cpu")
-    )
-    cuda = None if cpu_torch else version("cuda-version", "cuda-cudart")
-    if cuda is None and not cpu_torch:
-        cuda = next((a.version for n, a in sorted(by_name.items())
-                     if n.startswith("nvidia-cuda-runtime-cu")), None)
-    if cuda:
-        parts.append(f"cu{_major_minor(cuda)}")
-    return "-".join(parts)
-
-
-def _tag_safe(text: str) -> str:
-    return re.sub(r"[^\w.-]", "_", text)[:128]
-
-
-def plan_tags(flavor: str, lock_hash: str, descriptor: str, date: str) -> TagPlan:
-    descriptive = "-".join(p for p in (flavor, descriptor, date) if p)
-    moving = (flavor, "latest") if flavor == "cpu" else (flavor,)
-    return TagPlan(
-        content_addressed=_tag_safe(f"{flavor}-{lock_hash[:12]}"),
-        descriptive=(_tag_safe(descriptive),),
-        moving=tuple(_tag_safe(t) for t in moving),
-    )
-
-
 def publish_date(
     created: Sequence[str | None], env_epoch: str | None, recorded: str | None, today: str
 ) -> str:
@@ -194,6 +126,8 @@ def publish_date(
 def plan_publish(
     *,
     flavor: str,
+    accelerator: Accelerator,
+    moving_tags: Sequence[str],
     repository: ImageRef,
     lock: Lock,
     lock_hash: str,
@@ -228,14 +162,14 @@ def plan_publish(
         raise PublishRefusedError(
             f"Refusing to publish {flavor} to {repository.name}: " + " ".join(refusals)
         )
-    platforms = [DOCKER_TO_CONDA.get(i.platform, i.platform) for i in images]
+    platforms = [Platform.image(i.platform).subdir for i in images]
     first = next((p for p in platforms if p in lock.platforms), None)
     if first is None:
         raise SpecError(
             f"Lock {lock.path} has none of the platforms being published "
             f"({', '.join(i.platform for i in images)})."
         )
-    descriptor = lock_descriptor(lock.select(first, sorted(lock.categories)))
+    versions = lock_versions(lock.select(first, list(IMAGE_CATEGORIES)))
     date = publish_date([i.created for i in images], env_epoch, recorded_date, today)
     return PublishPlan(
         flavor=flavor,
@@ -244,7 +178,8 @@ def plan_publish(
         lock_hash=lock_hash,
         date=date,
         images=tuple(sorted(images, key=lambda i: i.platform)),
-        tags=plan_tags(flavor, lock_hash, descriptor, date),
+        tags=publish_tags(flavor, lock_hash, descriptor(versions, accelerator), date,
+                          tuple(moving_tags)),
         gate_reports={p: reports[p][0] for p in sorted(reports)},
     )
 

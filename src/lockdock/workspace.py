@@ -103,9 +103,10 @@ class Workspace:
     def builds_dir(self) -> Path:
         return self.state / "builds"
 
-    def build_record_path(self, flavor: str, platform: str) -> Path:
-        """``builds/<flavor>/<arch>.json`` for a Docker platform (``linux/amd64``)."""
-        return self.builds_dir / flavor / f"{Platform.image(platform).arch}.json"
+    def build_record_path(self, flavor: str, platform: str | Platform) -> Path:
+        """``builds/<flavor>/<arch>.json`` of a platform images are built for."""
+        chosen = platform if isinstance(platform, Platform) else Platform.image(platform)
+        return self.builds_dir / flavor / f"{chosen.arch}.json"
 
     @property
     def reports_dir(self) -> Path:
@@ -132,7 +133,7 @@ class Workspace:
 
     # --- records, through this workspace's paths ---------------------------------------
 
-    def read_build_record(self, flavor: str, platform: str) -> BuildRecord | None:
+    def read_build_record(self, flavor: str, platform: str | Platform) -> BuildRecord | None:
         return read_build_record(self.build_record_path(flavor, platform))
 
     def write_build_record(self, record: BuildRecord) -> Path:

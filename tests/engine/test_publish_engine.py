@@ -20,10 +20,12 @@ from typing import Any
 
 import pytest
 
-from lockdock import cli, publish
+from lockdock import cli
 from lockdock import sbom as sbom_module
+from lockdock.fsutil import sha256_file
 from lockdock.registry import RegistryClient, parse_reference
 from lockdock.testing.flavors import write_flavor
+from lockdock.workspace import IMAGES_LOCK, Workspace
 from tests.fixtures.engine import missing
 from tests.fixtures.registry_proxy import RegistryProxy
 
@@ -45,7 +47,7 @@ def _tiny_lock_text(marker: str) -> str:
         f"- name: {name}\n  version: '{version}'\n  manager: conda\n  platform: {platform}\n"
         f"  dependencies: {{}}\n"
         f"  url: https://conda.anaconda.org/conda-forge/{platform}/{name}-{version}-h0_0.conda\n"
-        f"  hash: {{md5: {'0' * 32}, sha256: {marker * 64}}}\n  category: main\n"
+        f"  hash: {{md5: '{'0' * 32}', sha256: '{marker * 64}'}}\n  category: main\n"
         f"  optional: false\n"
         for platform in ("linux-64", "linux-aarch64")
         for name, version in (("python", "3.12.7"), ("pytorch", "2.5.1"))
@@ -97,11 +99,17 @@ def image_id(reference: str) -> str:
 def write_gate(root: Path, flavor: str, digest: str, *, passed: bool = True,
                platform: str = "linux/amd64", image_digest: str | None = None) -> Path:
     """Hand-written gate report: what `lockdock test` records, for publish to read."""
-    path = publish.gate_report_path(root, flavor, digest)
+    path = Workspace(root).gate_path(flavor, digest)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"image_digest": image_digest or digest, "passed": passed,
                                 "flavor": flavor, "platform": platform}), encoding="utf-8")
     return path
+
+
+def _images_lock(project: Path) -> dict[str, Any]:
+    data = Workspace(project).read_images_lock()
+    assert data is not None, f"publish wrote no {IMAGES_LOCK}"
+    return data
 
 
 @pytest.fixture
@@ -149,9 +157,9 @@ def test_publish_then_republish_is_idempotent(docker_client: Any, project: Path,
     gate = write_gate(project, "cpu", digest)
     assert run("-C", str(project), "publish", "cpu", "--registry", repo, "--image", image) == 0
 
-    lock_hash = publish.sha256_file(project / "conda-lock.yml")
-    record_file = project / "images.lock.json"
-    (record,) = json.loads(record_file.read_text())["images"]
+    lock_hash = sha256_file(project / "conda-lock.yml")
+    record_file = project / IMAGES_LOCK
+    (record,) = _images_lock(project)["images"]
     ca_tag = f"cpu-{lock_hash[:12]}"
     assert record["tags"][0] == ca_tag and record["tags"][-2:] == ["cpu", "latest"]
     assert record["tags"][1].startswith("cpu-py3.12-torch2.5-")
@@ -184,10 +192,10 @@ def test_publish_refused_without_a_passing_gate_for_this_digest(
     message = capsys.readouterr().err
     assert {"missing": "no gate report", "failed": "gates failed",
             "other-digest": "not for " + digest}[gate] in message
-    lock_hash = publish.sha256_file(project / "conda-lock.yml")
+    lock_hash = sha256_file(project / "conda-lock.yml")
     assert tag_digest(repo, f"cpu-{lock_hash[:12]}") is None
     assert tag_digest(repo, "cpu") is None
-    assert not (project / "images.lock.json").exists()
+    assert not (project / IMAGES_LOCK).exists()
 
 
 def test_push_failing_midway_leaves_moving_tags_until_the_rerun(
@@ -199,7 +207,7 @@ def test_push_failing_midway_leaves_moving_tags_until_the_rerun(
     old_digest = image_id(old)
     write_gate(project, "cpu", old_digest)
     assert run("-C", str(project), "publish", "cpu", "--registry", repo, "--image", old) == 0
-    record_file = project / "images.lock.json"
+    record_file = project / IMAGES_LOCK
     old_record = record_file.read_bytes()
 
     # A relock and a new image; the registry refuses everything after the first blob.
@@ -214,7 +222,7 @@ def test_push_failing_midway_leaves_moving_tags_until_the_rerun(
     assert proxy.completed_blobs == 1 and proxy.refused  # it did fail midway
     for moving in ("cpu", "latest"):
         assert tag_digest(repo, moving) == old_digest
-    new_ca = f"cpu-{publish.sha256_file(project / 'conda-lock.yml')[:12]}"
+    new_ca = f"cpu-{sha256_file(project / 'conda-lock.yml')[:12]}"
     assert tag_digest(repo, new_ca) is None
     assert record_file.read_bytes() == old_record
 
@@ -222,7 +230,7 @@ def test_push_failing_midway_leaves_moving_tags_until_the_rerun(
     assert run("-C", str(project), "publish", "cpu", "--registry", repo, "--image", new) == 0
     for tag in (new_ca, "cpu", "latest"):
         assert tag_digest(repo, tag) == new_digest
-    (record,) = json.loads(record_file.read_text())["images"]
+    (record,) = _images_lock(project)["images"]
     assert record["digest"] == new_digest and record["tags"][0] == new_ca
 
 
@@ -246,11 +254,11 @@ def test_publish_to_an_unreachable_or_rejecting_registry_writes_nothing(
     proxy.fault = "basic-auth"
     repo = f"{proxy.address}/lockdock-test/x"
     assert run("-C", str(project), "publish", "cpu", "--registry", repo, "--image", image) == 13
-    assert not (project / "images.lock.json").exists()
+    assert not (project / IMAGES_LOCK).exists()
     proxy.stop()  # now nothing listens on that port
     assert run("-C", str(project), "publish", "cpu", "--registry", repo, "--image", image) == 13
     assert "connection refused" in capsys.readouterr().err.lower()
-    assert not (project / "images.lock.json").exists()
+    assert not (project / IMAGES_LOCK).exists()
 
 
 def test_two_platforms_make_an_index(docker_client: Any, project: Path, repo: str) -> None:
@@ -260,7 +268,7 @@ def test_two_platforms_make_an_index(docker_client: Any, project: Path, repo: st
     write_gate(project, "cpu", image_id(arm), platform="linux/arm64")
     assert run("-C", str(project), "publish", "cpu", "--registry", repo,
                "--image", amd, "--image", arm) == 0
-    (record,) = json.loads((project / "images.lock.json").read_text())["images"]
+    (record,) = _images_lock(project)["images"]
     body, media_type = RegistryClient().manifest_bytes(parse_reference(f"{repo}:cpu"))
     assert media_type in ("application/vnd.oci.image.index.v1+json",
                           "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -366,17 +374,17 @@ def test_one_runner_per_platform_then_merge(docker_client: Any, project: Path, r
         write_gate(project, "cpu", image_id(image), platform=platform)
         assert run("-C", str(project), "publish", "cpu", "--registry", repo, "--image", image,
                    "--platform-only") == 0
-    ca_tag = f"cpu-{publish.sha256_file(project / 'conda-lock.yml')[:12]}"
+    ca_tag = f"cpu-{sha256_file(project / 'conda-lock.yml')[:12]}"
     assert tag_digest(repo, f"{ca_tag}-amd64") == image_id(amd)
     assert tag_digest(repo, f"{ca_tag}-arm64") == image_id(arm)
     assert tag_digest(repo, ca_tag) is None and tag_digest(repo, "cpu") is None
-    assert not (project / "images.lock.json").exists()
+    assert not (project / IMAGES_LOCK).exists()
 
     # the merge job has the gate reports (CI artifacts), not the images
     for image in (amd, arm):
         subprocess.run(["docker", "image", "rm", "-f", image], check=True, capture_output=True)
     assert run("-C", str(project), "publish", "cpu", "--registry", repo, "--merge") == 0
-    (record,) = json.loads((project / "images.lock.json").read_text())["images"]
+    (record,) = _images_lock(project)["images"]
     assert record["tags"][0] == ca_tag
     assert {p: v["digest"] for p, v in record["platforms"].items()} == {
         "linux/amd64": record["platforms"]["linux/amd64"]["image_id"],

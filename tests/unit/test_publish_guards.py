@@ -23,6 +23,8 @@ from lockdock import publish
 from lockdock.errors import RegistryError
 from lockdock.installer.lockfile import read_lock
 from lockdock.registry import RegistryClient
+from lockdock.spec import load_project
+from lockdock.testing.flavors import write_flavor
 from lockdock.workspace import IMAGES_LOCK, Workspace
 
 DIGEST = "sha256:" + "a" * 64
@@ -133,9 +135,11 @@ def _project(root: Path, images: list[publish.LocalImage]) -> Path:
 def _publish(
     root: Path, registry: FakeRegistry, pusher: FakePusher, mode: str = "all"
 ) -> dict[str, Any]:
+    (root / "environment.yml").write_text("dependencies: [python]\n", encoding="utf-8")
+    write_flavor(root / "images", "cpu")  # publish takes the moving tags from flavor.toml
     return publish.publish(
         root,
-        "cpu",
+        load_project(root).select(["cpu"])[0],
         read_lock(root / "conda-lock.yml"),
         f"{registry.address}/{REPOSITORY}",
         list(pusher.images),
