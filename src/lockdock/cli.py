@@ -369,6 +369,29 @@ def sbom(ctx: _Context, flavor: str, platform: str | None, categories: tuple[str
         click.echo(f"wrote {output}", err=True)
 
 
+@cli.command()
+@click.argument("flavor")
+@click.option("--kind", type=click.Choice(["explicit", "env"]), default="explicit",
+              show_default=True, help="explicit: for `conda create --file`; env: for "
+              "micromamba / `conda env create -f`.")
+@click.option("--platform", "platforms", multiple=True,
+              help="Conda platform to render (repeatable; default: every platform locked).")
+@click.option("--dev-dependencies/--no-dev-dependencies", default=True, show_default=True,
+              help="Include the `dev` category (as conda-lock render).")
+@click.option("--extras", multiple=True, help="Include this category too (repeatable).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here (one platform) instead of ./conda-<platform>.lock[.yml].")
+@pass_ctx
+def render(ctx: _Context, flavor: str, kind: str, platforms: tuple[str, ...],
+           dev_dependencies: bool, extras: tuple[str, ...], output: Path | None) -> None:
+    """Write FLAVOR's lock as the single-platform files `conda-lock render` writes."""
+    from lockdock.render import render_command
+
+    for path in render_command(ctx.project_dir, flavor, "env" if kind == "env" else "explicit",
+                               platforms, dev=dev_dependencies, extras=extras, output=output):
+        click.echo(f"wrote {path}", err=True)
+
+
 def _interrupted() -> NoReturn:
     """Ctrl-C: remove this run's download temp files and exit 130 now, without joining
     worker threads that may sit in a stalled read until their timeout."""
