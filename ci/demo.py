@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from lockdock.workspace import Workspace
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,7 +41,7 @@ def lockdock(project: Path, *args: str, env: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=ROOT / ".lockdock" / "demo")
+    parser.add_argument("--workdir", type=Path, default=Workspace(ROOT).demo_dir)
     parser.add_argument("--registry", default="127.0.0.1:5000/lockdock-demo")
     args = parser.parse_args(argv)
 
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     step(8, f"publish to {args.registry}")
     lockdock(project, "publish", "cpu", "--registry", args.registry, env=env)
-    record = json.loads((project / "images.lock.json").read_text(encoding="utf-8"))
+    record = Workspace(project).read_images_lock()
     print(json.dumps(record, indent=2))
 
     step(9, "pin a sample Dockerfile")

@@ -18,7 +18,6 @@ Called by `nox -s relock` and `nox -s relock-body`; the workflow only calls nox.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ci"))
 
 import relock_report  # noqa: E402  (the sibling script)
+
+from lockdock.workspace import FINGERPRINT_FILE, Workspace, published_records  # noqa: E402
 
 
 def sh(*command: str) -> None:
@@ -42,18 +43,12 @@ def image_id(reference: str) -> str:
 
 
 def fingerprint_of(flavor: str, digest: str) -> Path:
-    return ROOT / ".lockdock" / "reports" / flavor / digest.removeprefix("sha256:") / \
-        "fingerprint.json"
+    return Workspace(ROOT).report_dir(flavor, digest) / FINGERPRINT_FILE
 
 
 def published_reference(flavor: str) -> str | None:
-    path = ROOT / "images.lock.json"
-    if not path.is_file():
-        return None
-    for record in json.loads(path.read_text(encoding="utf-8")).get("images", []):
-        if record.get("flavor") == flavor:
-            return str(record["reference"])
-    return None
+    records = published_records(Workspace(ROOT).read_images_lock(), flavor)
+    return str(records[0]["reference"]) if records else None
 
 
 def relock_flavor(flavor: str, out: Path) -> int:
@@ -104,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     one = commands.add_parser("flavor")
     one.add_argument("flavor")
-    one.add_argument("--out", type=Path, default=ROOT / ".lockdock" / "relock")
+    one.add_argument("--out", type=Path, default=Workspace(ROOT).relock_dir)
     merged = commands.add_parser("body")
     merged.add_argument("directory", type=Path)
     merged.add_argument("-o", "--output", type=Path, required=True)

@@ -14,27 +14,35 @@ commands instead of running them.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+from lockdock.errors import LockdockError
+from lockdock.sbom import SBOM_FILE
+from lockdock.workspace import IMAGES_LOCK, Workspace, published_records
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def commands(root: Path, flavor: str, repository: str | None) -> list[list[str]]:
-    data = json.loads((root / "images.lock.json").read_text(encoding="utf-8"))
-    records = [r for r in data["images"] if r["flavor"] == flavor
-               and (repository is None or r["repository"] == repository)]
+    workspace = Workspace(root)
+    try:
+        data = workspace.read_images_lock()
+    except LockdockError as error:
+        raise SystemExit(str(error)) from None
+    if data is None:
+        raise SystemExit(f"No {workspace.images_lock_path}: run `lockdock publish` first.")
+    records = published_records(data, flavor, repository)
     if len(records) != 1:
-        raise SystemExit(f"images.lock.json has {len(records)} record(s) of {flavor}"
+        raise SystemExit(f"{IMAGES_LOCK} has {len(records)} record(s) of {flavor}"
                          f"{' in ' + repository if repository else ''}; expected one.")
     (record,) = records
     repo = record["repository"]
     out = [["cosign", "sign", "--yes", f"{repo}@{record['digest']}"]]
     for platform, entry in sorted(record["platforms"].items()):
-        sbom = root / Path(entry["gate_report"]).parent / "sbom.cdx.json"
+        sbom = root / Path(entry["gate_report"]).parent / SBOM_FILE
         if not sbom.is_file():
             raise SystemExit(f"No SBOM for {platform} at {sbom}: publish writes it.")
         out.append(["cosign", "attest", "--yes", "--type", "cyclonedx", "--predicate", str(sbom),

@@ -50,6 +50,7 @@ from lockdock.virtual_packages import (
     load_virtual_packages,
     to_rattler,
 )
+from lockdock.workspace import Workspace
 
 if TYPE_CHECKING:
     from conda_lock.lockfile.v2prelim.models import LockedDependency
@@ -754,7 +755,7 @@ def make_gateway(cache_dir: Path) -> Any:
 
 
 def default_cache_dir(project: Project) -> Path:
-    return project.state_dir / "cache" / "rattler"
+    return Workspace(project.root).rattler_cache
 
 
 def lock_project(

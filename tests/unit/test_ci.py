@@ -118,17 +118,27 @@ def test_relock_report_fingerprint_diff_and_missing_inputs(tmp_path: Path) -> No
 
 
 def test_sign_and_attest_commands(tmp_path: Path) -> None:
+    from lockdock.sbom import SBOM_FILE
+    from lockdock.workspace import Workspace, updated_images_lock
+
     digest, amd, arm = ("sha256:" + c * 64 for c in "abc")
-    record = {"flavor": "cpu", "repository": "ghcr.io/o/r", "digest": digest, "platforms": {
-        "linux/amd64": {"digest": amd, "gate_report": ".lockdock/reports/cpu/a/gate.json"},
-        "linux/arm64": {"digest": arm, "gate_report": ".lockdock/reports/cpu/b/gate.json"}}}
-    (tmp_path / "images.lock.json").write_text(json.dumps({"version": 1, "images": [record]}))
-    for sub in ("a", "b"):
-        (tmp_path / ".lockdock" / "reports" / "cpu" / sub).mkdir(parents=True)
-        (tmp_path / ".lockdock" / "reports" / "cpu" / sub / "sbom.cdx.json").write_text("{}")
+    workspace = Workspace(tmp_path)
+    gates = {p: workspace.gate_path("cpu", d) for p, d in (("linux/amd64", amd),
+                                                          ("linux/arm64", arm))}
+    record = {"flavor": "cpu", "repository": "ghcr.io/o/r", "digest": digest,
+              "reference": f"ghcr.io/o/r:cpu-0123456789ab@{digest}", "platforms": {
+                  p: {"digest": d, "gate_report": workspace.relative(gates[p])}
+                  for p, d in (("linux/amd64", amd), ("linux/arm64", arm))}}
+    workspace.write_images_lock(updated_images_lock(None, record))
+    for gate in gates.values():
+        gate.parent.mkdir(parents=True)
+        (gate.parent / SBOM_FILE).write_text("{}")
     commands = sign_and_attest.commands(tmp_path, "cpu", None)
     assert commands[0] == ["cosign", "sign", "--yes", f"ghcr.io/o/r@{digest}"]
     assert commands[1][-1] == f"ghcr.io/o/r@{amd}" and commands[2][-1] == f"ghcr.io/o/r@{arm}"
     assert commands[1][:5] == ["cosign", "attest", "--yes", "--type", "cyclonedx"]
     with pytest.raises(SystemExit, match="0 record"):
         sign_and_attest.commands(tmp_path, "cuda", None)
+    workspace.images_lock_path.write_text('{"version": 1, "images": [{"flavor": "cpu"}]}')
+    with pytest.raises(SystemExit, match="`repository` should be a str"):
+        sign_and_attest.commands(tmp_path, "cpu", None)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from lockdock.testing.channel import FakePackage, build_channel
 from lockdock.testing.cpython import build_cpython_package
+from lockdock.workspace import STATE_DIR
 
 #: The channel folder's name under the served directory.
 CHANNEL_NAME = "demo-forge"
@@ -118,7 +119,7 @@ def write_demo_project(
             (images / flavor / "environment.yml").write_text(
                 textwrap.dedent(overlay), encoding="utf-8"
             )
-    (root / ".gitignore").write_text(".lockdock/\n", encoding="utf-8")
+    (root / ".gitignore").write_text(f"{STATE_DIR}/\n", encoding="utf-8")
     return root
 
 
