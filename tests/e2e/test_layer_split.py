@@ -28,7 +28,7 @@ from lockdock.installer.layer_plan import (
     slot_dir,
 )
 from lockdock.installer.layers import main as layers_main
-from lockdock.installer.layers import write_slots
+from lockdock.installer.layers import prefix_manifest_sha256, write_slots
 from lockdock.testing import ChannelServer, FakePackage, build_channel
 from lockdock.testing.channel import BUILD_TIMESTAMP
 from lockdock.testing.installs import (
@@ -161,6 +161,13 @@ def test_slots_are_the_verified_prefix_exactly(locks: Locks, tmp_path: Path) -> 
     assert slot_of(out, "conda", "hello") == slot_dir(bucket_of("conda:hello"))
     assert slot_of(out, "pip", "tinywheel") == slot_dir(bucket_of("pip:tinywheel"))
     assert (out / "00/env/conda-meta/history").exists()
+    # The report names the verified prefix's manifest; the slots' union has the same one.
+    union = tmp_path / "union"
+    for slot in range(SLOTS):
+        shutil.copytree(out / slot_dir(slot), union, symlinks=True, dirs_exist_ok=True)
+    assert report(out)["prefix_manifest_sha256"] == prefix_manifest_sha256(union / "env")
+    (union / "env/share/hello/version").write_text("tampered\n")
+    assert report(out)["prefix_manifest_sha256"] != prefix_manifest_sha256(union / "env")
 
 
 def test_times_are_each_packages_own_clamped_to_source_date_epoch(

@@ -30,6 +30,7 @@ import argparse
 import email.parser
 import errno
 import filecmp
+import hashlib
 import json
 import os
 import shutil
@@ -137,6 +138,35 @@ def walk(prefix: Path) -> tuple[dict[str, os.stat_result], dict[str, os.stat_res
             info = path.lstat()
             (directories if stat.S_ISDIR(info.st_mode) else entries)[rel] = info
     return entries, directories
+
+
+def prefix_manifest_sha256(prefix: Path, *, jobs: int = 4) -> str:
+    """sha256 of the prefix's canonical manifest: every path, its kind and mode, each file's
+    sha256, each symlink's target. Recorded at split time from the verified prefix, so the
+    image's environment can be checked byte for byte against it (``--manifest-of``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    entries, directories = walk(prefix)
+
+    def digest(rel: str) -> str:
+        info = entries[rel]
+        if stat.S_ISLNK(info.st_mode):
+            return f"symlink {os.readlink(prefix / rel)}"
+        content = hashlib.sha256()
+        with open(prefix / rel, "rb") as handle:  # not file_digest: the base may be 3.10
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                content.update(block)
+        return f"file {stat.S_IMODE(info.st_mode):o} {content.hexdigest()}"
+
+    files = sorted(entries)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # hashlib releases the GIL
+        described = dict(zip(files, pool.map(digest, files), strict=True))
+    for rel, info in directories.items():
+        described[rel] = f"dir {stat.S_IMODE(info.st_mode):o}"
+    total = hashlib.sha256()
+    for rel in sorted(described):
+        total.update(f"{rel}\0{described[rel]}\n".encode("utf-8", "surrogateescape"))
+    return total.hexdigest()
 
 
 # --- writing the slots --------------------------------------------------------------------
@@ -271,7 +301,8 @@ def _write(
         folder.mkdir(exist_ok=True)
         os.chmod(folder, 0o755)
         made.add(folder)
-    report.write_text(report_json(split, owners, prefix), encoding="utf-8")
+    manifest = prefix_manifest_sha256(prefix, jobs=os.cpu_count() or 1)
+    report.write_text(report_json(split, owners, prefix, manifest), encoding="utf-8")
     os.chmod(report, 0o644)
     os.utime(report, (shared_time, shared_time))
     dir_time = clamp(None, source_date_epoch)
@@ -279,7 +310,7 @@ def _write(
         os.utime(folder, (dir_time, dir_time))
 
 
-def report_json(split: Split, owners: Owners, prefix: Path) -> str:
+def report_json(split: Split, owners: Owners, prefix: Path, manifest_sha256: str) -> str:
     """The split report: per slot its packages, files and installed bytes. Deterministic."""
     slots = []
     for slot in range(SLOTS):
@@ -292,7 +323,8 @@ def report_json(split: Split, owners: Owners, prefix: Path) -> str:
         })  # fmt: skip
     shared = slots[SHARED_SLOT]
     shared["shared_paths"] = list(split.shared)
-    data = {"format": 1, "prefix": str(prefix), "slots": slots}
+    data = {"format": 1, "prefix": str(prefix), "prefix_manifest_sha256": manifest_sha256,
+            "slots": slots}
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
@@ -365,8 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m lockdock.installer.layers",
         description="Split a verified prefix into the image's layer slots by owning package.",
     )
-    parser.add_argument("--prefix", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="the slots' parent (replaced)")
+    parser.add_argument("--prefix", type=Path)
+    parser.add_argument("--out", type=Path, help="the slots' parent (replaced)")
+    parser.add_argument("--manifest-of", type=Path, metavar="PREFIX",
+                        help="only print the manifest sha256 of PREFIX (as the report has it)")
     parser.add_argument("--root", type=Path, default=Path("/"),
                         help="what the image's / is (default /)")  # fmt: skip
     parser.add_argument("--solo-min-bytes", type=int, default=SOLO_MIN_BYTES)
@@ -384,7 +418,13 @@ def source_date_epoch_from_env() -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.manifest_of:
+        print(prefix_manifest_sha256(args.manifest_of, jobs=os.cpu_count() or 1))
+        return 0
+    if not (args.prefix and args.out):
+        parser.error("--prefix and --out are required")
     try:
         split = write_slots(args.prefix, args.out, root=args.root,
                             source_date_epoch=source_date_epoch_from_env(),
