@@ -12,6 +12,7 @@ from lockdock.cli import main
 from lockdock.installer.lockfile import read_lock
 from lockdock.lock import check_locks, plan_flavor
 from lockdock.spec import load_project
+from lockdock.workspace import STATE_DIR, Workspace
 from tests.fixtures.channel import (
     CHANNEL_NAME,
     CPU_ENV,
@@ -102,7 +103,7 @@ def test_two_runs_give_identical_bytes(locked_demo: Path) -> None:
     first = [p.read_bytes() for p in paths]
     import shutil
 
-    shutil.rmtree(locked_demo / ".lockdock")  # a cold repodata cache too
+    shutil.rmtree(Workspace(locked_demo).state)  # a cold repodata cache too
     with pytest.raises(SystemExit) as exited:
         main(["-C", str(locked_demo), "lock"])
     assert exited.value.code == 0
@@ -322,7 +323,7 @@ def test_a_failing_write_leaves_the_old_lock(
     assert "Traceback" not in err
     assert lock.read_bytes() == before
     assert sorted(p.name for p in locked_demo.iterdir()) == [
-        ".lockdock", "conda-lock.yml", "environment.yml", "images"
+        str(STATE_DIR), "conda-lock.yml", "environment.yml", "images"
     ]
     capsys.readouterr()
 

@@ -21,8 +21,9 @@ from lockdock.cli import main as cli_main
 from lockdock.errors import IntegrityError, NetworkError
 from lockdock.installer import store
 from lockdock.installer.lockfile import LockedArtifact, read_lock
-from lockdock.testing.installs import Entry, write_lock
 from lockdock.testing.flavors import write_flavor
+from lockdock.testing.installs import Entry, write_lock
+from lockdock.workspace import Workspace
 
 
 def artifact_for(path: Path, *, manager: str = "pip") -> LockedArtifact:
@@ -282,7 +283,7 @@ def test_cli_fetch_check_lists_missing_then_fetch_fills_the_store(
 
     assert run_cli(["-C", str(project), "fetch", "cpu", "--platform", "linux-64"]) == 0
     assert "3 downloaded" in capsys.readouterr().err
-    store_dir = project / ".lockdock" / "store"
+    store_dir = Workspace(project).store
     assert len(store.inventory(store_dir)) == 3
     assert run_cli(["-C", str(project), "fetch", "--check"]) == 0
 
