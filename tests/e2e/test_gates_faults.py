@@ -134,23 +134,70 @@ def test_payload_passes_on_host_torch(happy_run: PayloadRun, record_property: An
     assert "— PASSED" in markdown and "| determinism |" in markdown
 
 
-# fault -> (payload expectations, the test ids that must fail, a check that must read false)
-FAULT_CASES = {
-    "nondeterministic-op": (
-        {},
-        {"test_determinism::test_same_seed_is_bitwise_identical_across_processes[cpu]"},
-        "losses bitwise equal in two fresh processes",
+SAME_SEED = "test_determinism::test_same_seed_is_bitwise_identical_across_processes[cpu]"
+GRADCHECK_CUSTOM = "test_gradients::test_gradcheck[cpu-custom_function]"
+
+#: fault -> (payload expectations, the test ids that must fail, a check that must read false).
+#: Faults whose name is in DATA_FAULTS change only the expectations (no plugin code).
+FAULT_CASES: dict[str, tuple[dict[str, str], set[str], str]] = {
+    # determinism
+    "nondeterministic-op": ({}, {SAME_SEED}, "losses bitwise equal in two fresh processes"),
+    "loss-drift-1e-7": ({}, {SAME_SEED}, "losses bitwise equal in two fresh processes"),
+    "buffer-drift": (
+        {}, {SAME_SEED}, "determinism hash (sha256 of every state_dict tensor) equal"
     ),
-    "wrong-backward": (
+    "deterministic-mode-off-in-training": (
+        {}, {SAME_SEED}, "reproducibility settings in the training process"
+    ),
+    "seed-ignored": (
         {},
-        {"test_gradients::test_gradcheck[cpu-custom_function]"},
-        "gradcheck custom_function (float64, cpu)",
+        {"test_determinism::test_different_seed_changes_the_result[cpu]"},
+        "control: another seed gives another hash",
+    ),
+    "deterministic-switch-ignored": (
+        {},
+        {"test_determinism::test_op_without_deterministic_implementation_raises[cpu]"},
+        "control: nondeterministic op raises under deterministic mode",
+    ),
+    # gradients
+    "wrong-backward": ({}, {GRADCHECK_CUSTOM}, "gradcheck custom_function (float64, cpu)"),
+    "backward-1pct-off": ({}, {GRADCHECK_CUSTOM}, "gradcheck custom_function (float64, cpu)"),
+    "wrong-double-backward": (
+        {},
+        {"test_gradients::test_gradgradcheck[cpu-custom_function]"},
+        "gradgradcheck custom_function (float64, cpu)",
+    ),
+    "module-gradient-1pct-off": (
+        {},
+        {"test_gradients::test_module_gradients_match_central_differences[cpu]"},
+        "functional_call parameter gradients vs central differences (cpu)",
     ),
     "detached-parameter": (
         {},
         {"test_gradients::test_every_trainable_parameter_has_a_gradient[cpu]"},
         "gradients present (cpu)",
     ),
+    "bypassed-submodule": (
+        {},
+        {"test_gradients::test_every_trainable_parameter_has_a_gradient[cpu]"},
+        "gradients present (cpu)",
+    ),
+    "dead-parameter": (
+        {},
+        {"test_gradients::test_gradients_finite_with_sane_magnitude[cpu]"},
+        "gradient magnitude (cpu)",
+    ),
+    "overconfident-init": (
+        {},
+        {"test_gradients::test_initial_loss_near_ln_k[cpu]"},
+        "initial loss ≈ ln k, k=4 (cpu)",
+    ),
+    "ascending-optimizer": (
+        {},
+        {"test_gradients::test_sgd_steps_reduce_loss[cpu]"},
+        "SGD reduces loss on a separable task (cpu)",
+    ),
+    # environment
     "cuda-without-cuda": (
         {"flavor": "cuda", "cuda": "12.8"},
         {
@@ -159,7 +206,33 @@ FAULT_CASES = {
         },
         "PyTorch build matches flavor",
     ),
-}
+    "cuda-torch-in-cpu-image": (
+        {},
+        {"test_environment::test_torch_build_matches_flavor"},
+        "PyTorch build matches flavor",
+    ),
+    "wrong-python": (
+        {"python": "3.10"}, {"test_environment::test_python_version"}, "Python version"
+    ),
+    "wrong-torch": (
+        {"torch": "2.12.0"}, {"test_environment::test_torch_version"}, "PyTorch version"
+    ),
+    "wrong-prefix": (
+        {"prefix": "/opt/not-the-locked-env"},
+        {"test_environment::test_interpreter_is_the_locked_environment"},
+        "interpreter prefix",
+    ),
+}  # fmt: skip
+DATA_FAULTS = {"cuda-without-cuda", "wrong-python", "wrong-torch", "wrong-prefix"}
+
+
+def test_every_plugin_fault_has_a_case() -> None:
+    sys.path.insert(0, str(FAULTS))
+    try:
+        import lockdock_gate_faults
+    finally:
+        sys.path.remove(str(FAULTS))
+    assert set(lockdock_gate_faults.FAULTS) == set(FAULT_CASES) - DATA_FAULTS
 
 
 @pytest.mark.parametrize("fault", list(FAULT_CASES))
@@ -168,7 +241,7 @@ def test_fault_fails_exactly_its_gate(
 ) -> None:
     overrides, must_fail, failing_check = FAULT_CASES[fault]
     expected = replace(host_expectations(), **overrides)
-    plugin_fault = None if fault == "cuda-without-cuda" else fault  # that one is pure data
+    plugin_fault = None if fault in DATA_FAULTS else fault
     run = run_payload(tmp_path, expected, plugin_fault)
     record_property("payload_wall_seconds", round(run.seconds, 1))
     assert run.report.exit_code == 1, run.output[-3000:]

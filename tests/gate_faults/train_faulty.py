@@ -1,9 +1,20 @@
-"""tests/image/train.py with a nondeterministic op in the training step (fault injection).
+"""tests/image/train.py with one fault in the training process (fault injection).
 
-The model's final linear layer gets a hand-written backward that sums the per-sample weight
-gradients in an order drawn from OS entropy — what atomicAdd-based CUDA kernels do. Float
-addition is not associative, so two runs with the same seed drift apart bitwise. Nothing in
-the seeds or in ``torch.use_deterministic_algorithms`` can see it: only comparing two runs can.
+The fault is named by ``LOCKDOCK_GATES_FAULT`` (inherited from the payload run):
+
+- ``nondeterministic-op``: the final linear layer gets a hand-written backward that sums the
+  per-sample weight gradients in an order drawn from OS entropy — what atomicAdd-based CUDA
+  kernels do. Float addition is not associative, so two runs drift apart bitwise.
+- ``buffer-drift``: a running statistic (a buffer, as BatchNorm keeps) accumulated with
+  entropy-driven rounding; it is in the state_dict but not in the loss, so the losses of two
+  runs agree bit for bit while the state hash differs.
+- ``loss-drift-1e-7``: the logits scaled by ``1 + (1.5 + u) * 1e-7`` (``u`` from OS
+  entropy): the runs differ by about 1e-7 relative — caught only because equality is bitwise.
+- ``seed-ignored``: ``--seed`` is dropped (a hard-coded seed), so another seed gives the
+  same hash.
+- ``deterministic-mode-off-in-training``: the run forgets
+  ``torch.use_deterministic_algorithms(True)``; on the CPU its results still agree, so only
+  the settings check can see it.
 """
 
 from __future__ import annotations
@@ -19,6 +30,13 @@ sys.path.insert(0, str(PAYLOAD))
 import gatekit  # noqa: E402
 import torch  # noqa: E402
 import train  # noqa: E402  (sets CUBLAS_WORKSPACE_CONFIG before CUDA starts, as in the payload)
+
+FAULT = os.environ.get("LOCKDOCK_GATES_FAULT", "")
+
+
+def _entropy_uniform() -> float:
+    """A number in [-1, 1) from OS entropy: differs between runs whatever the seeds."""
+    return int.from_bytes(os.urandom(8), "little") / 2**63 - 1.0
 
 
 class UnorderedAccumulationLinear(torch.autograd.Function):
@@ -49,6 +67,51 @@ class NondeterministicTinyConvNet(gatekit.TinyConvNet):
         return out
 
 
+class BufferDriftTinyConvNet(gatekit.TinyConvNet):
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__(classes)
+        self.register_buffer("running_mean", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.running_mean += x.mean() * (1 + 1e-6 * _entropy_uniform())
+        return super().forward(x)
+
+
+class LossDriftTinyConvNet(gatekit.TinyConvNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # float32 rounds 1 + 1e-7 to 1 + 1.19e-7 or 1 + 2.38e-7 (never to 1): ~1e-7 drift
+        return super().forward(x) * (1 + 1e-7 * (1.5 + _entropy_uniform()))
+
+
+def _without_seed(argv: list[str]) -> list[str]:
+    out = list(argv)
+    out[out.index("--seed") + 1] = "1234"
+    return out
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if FAULT == "nondeterministic-op":
+        gatekit.TinyConvNet = NondeterministicTinyConvNet  # type: ignore[misc]
+    elif FAULT == "buffer-drift":
+        gatekit.TinyConvNet = BufferDriftTinyConvNet  # type: ignore[misc]
+    elif FAULT == "loss-drift-1e-7":
+        gatekit.TinyConvNet = LossDriftTinyConvNet  # type: ignore[misc]
+    elif FAULT == "seed-ignored":
+        argv = _without_seed(argv)
+    elif FAULT == "deterministic-mode-off-in-training":
+        configure = train.configure
+
+        def configure_without_deterministic_mode(seed: int) -> None:
+            configure(seed)
+            torch.use_deterministic_algorithms(False)
+
+        train.configure = configure_without_deterministic_mode
+    else:
+        raise SystemExit(f"train_faulty.py: unknown LOCKDOCK_GATES_FAULT={FAULT!r}")
+    train.main(argv)
+
+
 if __name__ == "__main__":
-    gatekit.TinyConvNet = NondeterministicTinyConvNet  # type: ignore[misc]
-    train.main()
+    main()

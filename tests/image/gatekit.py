@@ -8,6 +8,7 @@ to the results directory it is given and to the temp directory.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -119,6 +120,70 @@ class ScaledTanh(torch.autograd.Function):
         return grad_x, grad_scale
 
 
+def health_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """The training-health check's optimizer: plain SGD, a step size the toy task tolerates."""
+    return torch.optim.SGD(params, lr=0.5)
+
+
+def torch_build() -> tuple[str | None, bool]:
+    """What this PyTorch was built with: (``torch.version.cuda``, CUDA backend built)."""
+    return torch.version.cuda, torch.backends.cuda.is_built()
+
+
+# --- decisions (pure: the host injects faults into these without a GPU) --------------------
+
+
+def build_matches_flavor(wants_cuda: bool, torch_cuda: str | None, cuda_built: bool) -> bool:
+    """A CUDA image must carry a CUDA build of PyTorch, and a CPU image no CUDA build."""
+    if wants_cuda:
+        return torch_cuda is not None and cuda_built
+    return torch_cuda is None and not cuda_built
+
+
+def arch_covers(capability: tuple[int, int], arch_list: Iterable[str]) -> bool:
+    """Whether a build for ``arch_list`` runs on a device of ``capability``: a cubin for the
+    same major and an equal or lower minor (``sm_80`` runs on 8.6), or PTX (``compute_XY``)
+    for an equal or lower capability, which the driver compiles."""
+    major, minor = capability
+    for arch in arch_list:
+        match = re.fullmatch(r"(sm|compute)_(\d+?)(\d)[a-z]?", arch)
+        if not match:
+            continue
+        kind, arch_major, arch_minor = match[1], int(match[2]), int(match[3])
+        if kind == "sm" and arch_major == major and arch_minor <= minor:
+            return True
+        if kind == "compute" and (arch_major, arch_minor) <= (major, minor):
+            return True
+    return False
+
+
+def cudnn_versions_match(compiled: Iterable[int], runtime: Iterable[int]) -> bool:
+    """cuDNN loaded at run time is the one PyTorch was compiled against (major.minor.patch)."""
+    return tuple(compiled) == tuple(runtime)
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((value.double().cpu() - reference.double()).norm() / reference.double().norm())
+
+
+#: float32 matmul with TF32 off against float64 (256x256): TF32 rounding errs ~3e-4 here.
+FP32_MATMUL_TOLERANCE = 1e-4
+
+
+def fp32_matmul_ok(error: float) -> bool:
+    return error < FP32_MATMUL_TOLERANCE
+
+
+def all_reduce_sum_ok(inputs: list[list[float]], result: list[float]) -> bool:
+    """A rank's all_reduce(SUM) result is the element-wise sum of every rank's input and,
+    with two or more ranks holding different inputs, equals none of them (the identity a
+    single rank returns proves nothing about communication)."""
+    expected = [sum(column) for column in zip(*inputs, strict=True)]
+    return (
+        len(inputs) >= 2 and result == expected and all(result != list(values) for values in inputs)
+    )
+
+
 @dataclass
 class Components:
     """What the gates exercise. Defaults are the real thing; the host's fault-injection
@@ -130,3 +195,7 @@ class Components:
     custom_function: type[torch.autograd.Function] = ScaledTanh
     health_model: Callable[[int, int], nn.Module] = HealthMLP
     reference_module: Callable[[], nn.Module] = ReferenceMLP
+    health_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] = health_optimizer
+    #: Turns PyTorch's deterministic mode on/off (the nondeterministic-op control uses it).
+    deterministic_mode: Callable[[bool], None] = torch.use_deterministic_algorithms
+    torch_build: Callable[[], tuple[str | None, bool]] = torch_build

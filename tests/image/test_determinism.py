@@ -151,7 +151,9 @@ NONDETERMINISTIC_OPS: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 
 
-def test_op_without_deterministic_implementation_raises(device: str, observe: Any) -> None:
+def test_op_without_deterministic_implementation_raises(
+    device: str, observe: Any, components: gatekit.Components
+) -> None:
     doc_line, call = NONDETERMINISTIC_OPS[device]
     doc = torch.use_deterministic_algorithms.__doc__
     if doc is not None:
@@ -162,14 +164,14 @@ def test_op_without_deterministic_implementation_raises(device: str, observe: An
             observed="listed" if doc_line in throwing else "not in this version's list",
             ok=doc_line in throwing,
         )
-    torch.use_deterministic_algorithms(True)
+    components.deterministic_mode(True)
     try:
         call(device)
         outcome = "no error"
     except RuntimeError as error:
         outcome = f"RuntimeError: {str(error).split(',')[0]}"
     finally:
-        torch.use_deterministic_algorithms(False)
+        components.deterministic_mode(False)
     observe(
         "control: nondeterministic op raises under deterministic mode",
         expected="RuntimeError: ... does not have a deterministic implementation",

@@ -81,28 +81,25 @@ def _cuda_expected() -> bool:
     )
 
 
-def test_torch_build_matches_flavor(observe: Any) -> None:
+def test_torch_build_matches_flavor(observe: Any, components: gatekit.Components) -> None:
     """A CUDA image must not carry a CPU-only PyTorch, and a CPU image no CUDA build."""
     wants_cuda = _cuda_expected()
     flavor = os.environ.get(gatekit.EXPECT_FLAVOR, "") or "?"
-    observed = (
-        f"torch.version.cuda={torch.version.cuda}, "
-        f"torch.backends.cuda.is_built()={torch.backends.cuda.is_built()}"
-    )
+    torch_cuda, cuda_built = components.torch_build()
+    observed = f"torch.version.cuda={torch_cuda}, torch.backends.cuda.is_built()={cuda_built}"
     if wants_cuda:
-        ok = torch.version.cuda is not None and torch.backends.cuda.is_built()
         expected = f"flavor {flavor}: a CUDA build of PyTorch"
     else:
-        ok = torch.version.cuda is None
         expected = f"flavor {flavor}: a CPU build (torch.version.cuda=None)"
+    ok = gatekit.build_matches_flavor(wants_cuda, torch_cuda, cuda_built)
     observe("PyTorch build matches flavor", expected=expected, observed=observed, ok=ok)
 
 
-def test_cuda_version(observe: Any) -> None:
+def test_cuda_version(observe: Any, components: gatekit.Components) -> None:
     expected = _expected(gatekit.EXPECT_CUDA)
     if expected.lower() == "none":
         pytest.skip("CPU image: no CUDA version expected")
-    observed = torch.version.cuda
+    observed, _built = components.torch_build()
     observe(
         "CUDA version PyTorch was built with",
         expected=expected,

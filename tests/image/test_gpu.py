@@ -7,7 +7,6 @@ The determinism and gradient gates also run on ``cuda`` through their ``device``
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from typing import Any
 
@@ -21,10 +20,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
-    return float((value.double().cpu() - reference.double()).norm() / reference.double().norm())
-
-
 def test_device_visible(observe: Any) -> None:
     count = torch.cuda.device_count()
     names = [torch.cuda.get_device_name(i) for i in range(count)]
@@ -36,23 +31,6 @@ def test_device_visible(observe: Any) -> None:
     )
 
 
-def arch_covers(capability: tuple[int, int], arch_list: list[str]) -> bool:
-    """Whether a build for ``arch_list`` runs on a device of ``capability``: a cubin for the
-    same major and an equal or lower minor (``sm_80`` runs on 8.6), or PTX (``compute_XY``)
-    for an equal or lower capability, which the driver compiles."""
-    major, minor = capability
-    for arch in arch_list:
-        match = re.fullmatch(r"(sm|compute)_(\d+?)(\d)[a-z]?", arch)
-        if not match:
-            continue
-        kind, arch_major, arch_minor = match[1], int(match[2]), int(match[3])
-        if kind == "sm" and arch_major == major and arch_minor <= minor:
-            return True
-        if kind == "compute" and (arch_major, arch_minor) <= (major, minor):
-            return True
-    return False
-
-
 def test_compute_capability_in_arch_list(observe: Any) -> None:
     archs = torch.cuda.get_arch_list()
     for index in range(torch.cuda.device_count()):
@@ -61,7 +39,7 @@ def test_compute_capability_in_arch_list(observe: Any) -> None:
             f"device {index} compute capability covered by the build",
             expected=f"sm_{capability[0]}{capability[1]} in {' '.join(archs)}",
             observed=f"{capability[0]}.{capability[1]}",
-            ok=arch_covers(capability, archs),
+            ok=gatekit.arch_covers(capability, archs),
         )
 
 
@@ -75,7 +53,7 @@ def test_cudnn_enabled_and_runtime_matches_compiled(observe: Any) -> None:
         "cuDNN runtime version equals compiled version",
         expected=".".join(map(str, compiled)),
         observed=".".join(map(str, runtime)),
-        ok=tuple(compiled) == tuple(runtime),
+        ok=gatekit.cudnn_versions_match(compiled, runtime),
     )
 
 
@@ -83,7 +61,7 @@ def test_float64_matmul_matches_cpu(observe: Any) -> None:
     generator = torch.Generator().manual_seed(3)
     a = torch.randn(256, 256, dtype=torch.float64, generator=generator)
     b = torch.randn(256, 256, dtype=torch.float64, generator=generator)
-    error = _relative_error(a.cuda() @ b.cuda(), a @ b)
+    error = gatekit.relative_error(a.cuda() @ b.cuda(), a @ b)
     observe(
         "float64 matmul GPU vs CPU",
         expected="relative error < 1e-10",
@@ -99,14 +77,14 @@ def test_float32_matmul_without_tf32_matches_cpu(observe: Any) -> None:
     before = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        error = _relative_error(a.cuda() @ b.cuda(), a.double() @ b.double())
+        error = gatekit.relative_error(a.cuda() @ b.cuda(), a.double() @ b.double())
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
     observe(
         "float32 matmul GPU (TF32 off) vs CPU float64",
-        expected="relative error < 1e-4",
+        expected=f"relative error < {gatekit.FP32_MATMUL_TOLERANCE:g}",
         observed=f"{error:.2e}",
-        ok=error < 1e-4,
+        ok=gatekit.fp32_matmul_ok(error),
     )
 
 
@@ -118,7 +96,7 @@ def test_bf16_autocast(observe: Any) -> None:
     b = torch.randn(128, 128, generator=generator)
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
         product = a.cuda() @ b.cuda()
-    error = _relative_error(product, a.double() @ b.double())
+    error = gatekit.relative_error(product, a.double() @ b.double())
     observe(
         "bf16 autocast matmul",
         expected="dtype bfloat16, relative error < 2e-2",
@@ -127,7 +105,9 @@ def test_bf16_autocast(observe: Any) -> None:
     )
 
 
-def test_nccl_single_rank_all_reduce(observe: Any) -> None:
+def test_nccl_initializes_on_one_rank(observe: Any) -> None:
+    """NCCL loads and runs a collective on one GPU. With one rank all_reduce is the identity:
+    this proves the library and its init, not communication (test_nccl_two_ranks does)."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_nccl_available()):
@@ -145,8 +125,56 @@ def test_nccl_single_rank_all_reduce(observe: Any) -> None:
         finally:
             dist.destroy_process_group()
     observe(
-        "single-rank NCCL all_reduce",
+        "NCCL init + single-rank all_reduce (identity; not a communication check)",
         expected=[0.0, 1.0, 2.0, 3.0],
         observed=observed,
         ok=observed == [0.0, 1.0, 2.0, 3.0],
+    )
+
+
+def _nccl_rank(rank: int, world: int, store_path: str, results: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    store = dist.FileStore(store_path, world)
+    dist.init_process_group(
+        "nccl", store=store, rank=rank, world_size=world, device_id=torch.device("cuda", rank)
+    )
+    try:
+        tensor = torch.tensor(_rank_input(rank), dtype=torch.float32, device=f"cuda:{rank}")
+        dist.all_reduce(tensor)
+        torch.cuda.synchronize(rank)
+        with open(os.path.join(results, f"rank{rank}.json"), "w", encoding="utf-8") as handle:
+            json.dump(tensor.cpu().tolist(), handle)
+    finally:
+        dist.destroy_process_group()
+
+
+def _rank_input(rank: int) -> list[float]:
+    return [float(rank + 1) * (i + 1) for i in range(4)]  # rank 0: 1 2 3 4; rank 1: 2 4 6 8
+
+
+def test_nccl_two_ranks_all_reduce(observe: Any) -> None:
+    """all_reduce(SUM) across two GPUs in two processes: each rank must end with the sum,
+    which differs from every rank's own input (gatekit.all_reduce_sum_ok)."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"{torch.cuda.device_count()} CUDA device(s): two ranks need two GPUs")
+    world = 2
+    with tempfile.TemporaryDirectory() as scratch:
+        mp.spawn(_nccl_rank, args=(world, os.path.join(scratch, "store"), scratch), nprocs=world)
+        results = []
+        for rank in range(world):
+            with open(os.path.join(scratch, f"rank{rank}.json"), encoding="utf-8") as handle:
+                results.append(json.load(handle))
+    inputs = [_rank_input(rank) for rank in range(world)]
+    observe(
+        "NCCL all_reduce(SUM) over 2 ranks",
+        expected=f"every rank {[sum(c) for c in zip(*inputs, strict=True)]}, unlike its input",
+        observed=results,
+        ok=all(gatekit.all_reduce_sum_ok(inputs, result) for result in results),
     )

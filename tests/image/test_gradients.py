@@ -268,7 +268,7 @@ def test_gradients_finite_with_sane_magnitude(
 def test_sgd_steps_reduce_loss(device: str, components: gatekit.Components, observe: Any) -> None:
     points, labels = _separable_task(device)
     model = _health_model(components, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    optimizer = components.health_optimizer(model.parameters())
     losses = []
     for _ in range(30):
         optimizer.zero_grad()
