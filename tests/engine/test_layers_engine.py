@@ -1,0 +1,208 @@
+"""Layers that follow the lock, on the real engine: a one-package relock changes that package's
+bucket and slot 00 (plus the lock and SBOM files' layers) only, a second flavor shares the
+solo layers, a push after the first uploads only the changed layers, and the split image's
+environment is byte for byte the verified install.
+
+The demo project without torch (the packaged CPython is the one large, solo package), flavors
+``cpu`` and ``second`` (extends cpu, adds one small package). Every lockdock step runs as the
+CLI. Images and build records are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lockdock.installer.layer_plan import REPORT_PATH, SHARED_SLOT, bucket_of, slot_dir
+from lockdock.testing import ChannelServer, FakePackage, build_channel
+from lockdock.testing.cpython import packaging_problem
+from lockdock.testing.demo import (
+    CHANNEL_NAME,
+    build_demo_channel,
+    demo_environment,
+    environment_yml,
+    mirror_option,
+    write_demo_project,
+)
+from lockdock.testing.flavors import write_flavor
+
+pytestmark = [pytest.mark.engine]
+
+NAME = "lockdock-test/layers"
+REGISTRY = "127.0.0.1:5000"
+EXTRA_PACKAGES = (
+    FakePackage("hello", "1.1", build="0", files={"share/hello/version": "1.1\n"}),
+    FakePackage("extra", "1.0", build="0", files={"share/extra/readme": "extra\n"}),
+)
+SECOND_FLAVOR = 'accelerator = "cpu"\nextends = "cpu"\nmoving-tags = ["second"]\n'
+
+
+def lockdock(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lockdock.cli", "-C", str(project), *args],
+        capture_output=True, text=True, env=demo_environment(), check=False,
+    )  # fmt: skip
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def docker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+
+
+@dataclass(frozen=True)
+class Image:
+    tag: str
+    layers: tuple[str, ...]  # diff IDs, in order
+    report: dict[str, object]  # the split report shipped in the image
+
+    def slot_layers(self) -> dict[str, str]:
+        """Slot -> diff ID of its layer: slots are the 56 layers before the last two (the
+        lock file and the SBOM)."""
+        slots = [s["slot"] for s in self.report["slots"]]  # type: ignore[attr-defined]
+        return dict(zip(slots, self.layers[-2 - len(slots):-2], strict=True))
+
+    def slot_of(self, key: str) -> str:
+        manager, name = key.split(":", 1)
+        for entry in self.report["slots"]:  # type: ignore[attr-defined]
+            if any((p["manager"], p["name"]) == (manager, name) for p in entry["packages"]):
+                return str(entry["slot"])
+        raise AssertionError(f"{key} is in no slot of {self.tag}")
+
+
+def image(tag: str) -> Image:
+    inspected = json.loads(ok(docker("image", "inspect", tag)).stdout)[0]  # type: ignore[arg-type]
+    shipped = ok(docker("run", "--rm", tag, "cat", f"/{REPORT_PATH}")).stdout  # type: ignore[arg-type]
+    return Image(tag, tuple(inspected["RootFS"]["Layers"]), json.loads(shipped))
+
+
+@dataclass(frozen=True)
+class Built:
+    root: Path
+    old: Image  # cpu, hello 1.0
+    new: Image  # cpu, hello 1.1 (relocked)
+    second: Image  # second flavor = cpu (hello 1.0) + extra
+
+
+def _remove(name: str) -> None:
+    listed = docker("image", "ls", name, "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    for reference in listed:
+        docker("image", "rm", reference)
+
+
+def _build(root: Path, flavor: str, base: str) -> str:
+    ok(lockdock(root, "fetch", flavor))
+    ok(lockdock(root, "build", flavor, "--base-image", base, "--name", f"{NAME}-{flavor}"))
+    record = next((root / ".lockdock/builds" / flavor).glob("*.json"))
+    return str(json.loads(record.read_text())["reference"])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator[Built]:
+    problem = packaging_problem()
+    if problem:
+        pytest.skip(f"cannot package this CPython for the demo channel: {problem}")
+    served = tmp_path_factory.mktemp("layers-served")
+    channel = build_demo_channel(served)
+    build_channel(channel, EXTRA_PACKAGES)
+    root = tmp_path_factory.mktemp("layers") / "project"
+    with ChannelServer(served) as server:
+        mirror = mirror_option(f"{server.url}/{CHANNEL_NAME}")
+        write_demo_project(root, pip=(), conda=("hello 1.0.*", "tinylib"))
+        write_flavor(root / "images", "second", SECOND_FLAVOR,
+                     (root / "images/cpu/Dockerfile").read_text().replace(" AS cpu", " AS second"))
+        (root / "images/second/environment.yml").write_text("dependencies:\n  - extra\n")
+        try:
+            ok(lockdock(root, "lock", *mirror))
+            old = image(_build(root, "cpu", base_image))
+            second = image(_build(root, "second", base_image))
+            (root / "environment.yml").write_text(
+                environment_yml(pip=(), conda=("hello 1.1.*", "tinylib")))
+            ok(lockdock(root, "lock", "cpu", *mirror))
+            new = image(_build(root, "cpu", base_image))
+            yield Built(root, old, new, second)
+        finally:
+            for flavor in ("cpu", "second"):
+                _remove(f"{NAME}-{flavor}")
+                _remove(f"{REGISTRY}/{NAME}-{flavor}")
+            docker("builder", "prune", "--force", "--filter", "until=2h")
+
+
+def test_one_package_relock_changes_only_its_bucket_and_slot_00(built: Built) -> None:
+    old, new = built.old.slot_layers(), built.new.slot_layers()
+    changed = {slot for slot in old if old[slot] != new[slot]}
+    hello = slot_dir(bucket_of("conda:hello"))
+    assert built.new.slot_of("conda:hello") == hello
+    assert changed == {slot_dir(SHARED_SLOT), hello}
+    base = len(built.old.layers) - 2 - len(old)
+    assert built.old.layers[:base] == built.new.layers[:base]  # the base stage is shared
+    assert built.old.layers[-2:] != built.new.layers[-2:]  # the lock file and its SBOM
+
+
+def test_a_second_flavor_shares_every_solo_layer(built: Built) -> None:
+    cpu, second = built.old.slot_layers(), built.second.slot_layers()
+    python = built.old.slot_of("conda:python")
+    assert int(python) > 16 and built.second.slot_of("conda:python") == python
+    solo = [e for e in built.old.report["slots"]  # type: ignore[attr-defined]
+            if int(e["slot"]) > 16 and e["packages"]]  # fmt: skip
+    assert solo and all(cpu[e["slot"]] == second[e["slot"]] for e in solo)
+    differing = {slot for slot in cpu if cpu[slot] != second[slot]}
+    assert differing == {slot_dir(SHARED_SLOT), slot_dir(bucket_of("conda:extra"))}
+    shared = sum(int(e["installed_bytes"]) for e in built.old.report["slots"]  # type: ignore[attr-defined]
+                 if cpu[e["slot"]] == second[e["slot"]])  # fmt: skip
+    print(f"cpu and second share {shared} installed bytes of layers")
+
+
+def _push(local: str, remote: str) -> list[str]:
+    ok(docker("tag", local, remote))
+    return ok(docker("push", remote)).stdout.splitlines()
+
+
+def test_pushing_after_a_relock_uploads_only_the_changed_layers(built: Built) -> None:
+    remote = f"{REGISTRY}/{NAME}-cpu"
+    _push(built.old.tag, f"{remote}:old")
+    lines = _push(built.new.tag, f"{remote}:new")
+    pushed = [line for line in lines if line.endswith(": Pushed")]
+    reused = [line for line in lines if line.endswith(": Layer already exists")]
+    distinct_new = len(set(built.new.layers) - set(built.old.layers))
+    assert len(pushed) == distinct_new == 4, lines  # slot 00, hello's bucket, lock, SBOM
+    assert reused, lines
+
+
+def _verifier(root: Path, dest: Path) -> Path:
+    """The installer modules + PyYAML for the image's Python 3.11, readable by uid 1000."""
+    installer = next((root / ".lockdock/build").glob("installer-linux-64"))
+    shutil.copytree(installer / "src", dest / "src")
+    wheel = next((installer / "wheels").glob("pyyaml-*-cp311-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(dest / "deps")
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return dest
+
+
+def test_the_split_environment_is_the_verified_install(built: Built, tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    verifier = _verifier(built.root, tmp_path / "verifier")
+    command = (
+        "python -m lockdock.installer.install /usr/share/lockdock/conda-lock.yml"
+        " --prefix /opt/conda/envs/lockdock --platform linux-64 --verify-only"
+        " && python -m lockdock.installer.layers --manifest-of /opt/conda/envs/lockdock"
+    )
+    for built_image in (built.old, built.new, built.second):
+        proc = docker("run", "--rm", "--user", "root", "-v", f"{verifier}:/verify:ro",
+                      "-e", "PYTHONPATH=/verify/src:/verify/deps",
+                      "-e", "PYTHONDONTWRITEBYTECODE=1", built_image.tag, "bash", "-c", command)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split()[-1] == built_image.report["prefix_manifest_sha256"]
