@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from lockdock import workspace
-from lockdock.errors import LockdockError, PublishRefusedError, SpecError
+from lockdock.errors import LocalFileError, LockdockError, PublishRefusedError, SpecError
 from lockdock.workspace import BuildRecord, Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,12 +169,15 @@ def test_a_malformed_images_lock_is_a_spec_error_naming_it(tmp_path: Path, text:
 
 def test_read_json_names_the_file_and_what_to_do(tmp_path: Path) -> None:
     assert workspace.read_json(tmp_path / "absent.json") is None
-    (tmp_path / "dir.json").mkdir()
-    with pytest.raises(SpecError, match=r"dir\.json cannot be read.*Do this"):
-        workspace.read_json(tmp_path / "dir.json", fix="Do this.")
+    (tmp_path / "dir.json").mkdir()  # unreadable: a local file problem (exit 16), named
+    with pytest.raises(LocalFileError, match=r"dir\.json"):
+        workspace.read_json(tmp_path / "dir.json")
     (tmp_path / "bad.json").write_bytes(b"\xff\xfe")
-    with pytest.raises(PublishRefusedError, match=r"bad\.json"):
-        workspace.read_json(tmp_path / "bad.json", error=PublishRefusedError)
+    with pytest.raises(LockdockError, match=r"bad\.json"):
+        workspace.read_json(tmp_path / "bad.json")
+    (tmp_path / "cut.json").write_text('{"a": ')
+    with pytest.raises(PublishRefusedError, match=r"cut\.json is not valid JSON.*Do this\."):
+        workspace.read_json(tmp_path / "cut.json", error=PublishRefusedError, fix="Do this.")
 
 
 def test_every_lockdock_path_comes_from_the_workspace() -> None:
