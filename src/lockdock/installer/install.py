@@ -651,15 +651,16 @@ def install(
     verify_artifacts(artifacts, store, jobs=jobs)
     conda = [a for a in artifacts if a.manager == "conda"]
     pip = [a for a in artifacts if a.manager == "pip"]
-    records = conda_records(conda, store)
-    seconds["verify-store"] = time.perf_counter() - clock
 
-    # Only now is the prefix touched, under its lock.
+    # The lock beside the prefix first (an unwritable target fails here, before py-rattler
+    # runs); the prefix itself is touched only after every archive was checked.
     try:
         prefix.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _unwritable(prefix, error) from None
     with prefix_lock(prefix):
+        records = conda_records(conda, store)
+        seconds["verify-store"] = time.perf_counter() - clock
         state = classify_prefix(prefix)  # again: another install may have run meanwhile
         refuse_prefix(prefix, state, force=force)
         return _install_locked(lock_path, prefix, platform, categories, store, state,
