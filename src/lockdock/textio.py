@@ -117,7 +117,7 @@ def _nodes(text: str, path: Path | str, kind: type[LockdockError]) -> Iterator[y
         while loader.check_node():
             node = loader.get_node()
             if node is not None:
-                check_unique_keys(node, path, kind)
+                check_unique_keys(node, path)  # always exit 3, whoever reads the file
             yield node
     except yaml.YAMLError as error:
         raise yaml_error(path, error, kind) from None
