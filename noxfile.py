@@ -59,10 +59,10 @@ def build_cuda(session: nox.Session) -> None:
 
 @nox.session
 def dockerfile(session: nox.Session) -> None:
-    """Regenerate the top-level Dockerfile from images/base + images/cpu."""
+    """Regenerate the top-level Dockerfile from images/base + the default flavor's folder."""
     session.install("-e", ".")
     session.run("python", "-c",
-                "from lockdock.image import write_top_level_dockerfile as w; print(w('.'))")
+                "from lockdock.image.dockerfile import write_top_level_dockerfile as w; print(w('.'))")
 
 
 def _gate(session: nox.Session, flavor: str) -> None:

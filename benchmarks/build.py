@@ -20,7 +20,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lockdock import image
+from lockdock.context import resolve_flavor
+from lockdock.facts import ENV_PREFIX
+from lockdock.image.build import BuildResult
+from lockdock.image.build import build as build_image
 from lockdock.testing import ChannelServer
 from lockdock.testing.baseimage import ensure_base_image, ensure_engine
 from lockdock.testing.demo import (
@@ -69,8 +72,9 @@ def main() -> int:
             _cli(project, "lock", "cpu", *mirror_option(f"{server.url}/{CHANNEL_NAME}"))
             _cli(project, "fetch", "cpu")
 
-        def build(**options: bool) -> image.BuildResult:
-            return image.build(project, "cpu", base_image=base, name=NAME, **options)
+        def build(**options: bool) -> BuildResult:
+            return build_image(resolve_flavor(project, "cpu"), base_image=base, name=NAME,
+                               **options)
 
         dockerfile = project / "images/cpu/Dockerfile"
         original = dockerfile.read_text()
@@ -81,10 +85,10 @@ def main() -> int:
             dockerfile.write_text(original + f'RUN echo "change {run}" > /home/lockdock/motd\n')
             changed.append(_timed(lambda: build(force=True)))
             dockerfile.write_text(original)
-        reference = image.planned_tags(project, "cpu", name=NAME).content_addressed
+        reference = build().reference  # the no-op: its content-addressed tag
         image_bytes = int(_docker("image", "inspect", reference, "--format", "{{.Size}}"))
         env_bytes = int(_docker("run", "--rm", reference, "du", "-sb",
-                                image.ENV_PREFIX).split()[0])
+                                ENV_PREFIX).split()[0])
         base_bytes = int(_docker("image", "inspect", base, "--format", "{{.Size}}"))
         for tag in _docker("image", "ls", NAME, "--format", "{{.Repository}}:{{.Tag}}").split():
             _docker("image", "rm", tag)

@@ -226,7 +226,7 @@ def build(ctx: _Context, flavor: str, platform: str | None, base_image: str | No
     Tags NAME:FLAVOR-<lock sha256[:12]> (content-addressed), a descriptive and NAME:latest;
     does nothing when the content-addressed tag exists (unless --force). Prints the digest.
     """
-    from lockdock.image import build_command
+    from lockdock.image.build import build_command
 
     _require_fresh_lock(ctx, flavor)
     build_command(ctx.project_dir, flavor, platform=platform, base_image=base_image,
@@ -245,7 +245,7 @@ def build(ctx: _Context, flavor: str, platform: str | None, base_image: str | No
 def verify_repro(ctx: _Context, flavor: str, platform: str | None, base_image: str | None,
                  builder: str | None, keep: Path | None) -> None:
     """Build FLAVOR twice with --no-cache; exit 12 naming differing files if digests differ."""
-    from lockdock.image import verify_repro_command
+    from lockdock.image.build import verify_repro_command
 
     _require_fresh_lock(ctx, flavor)
     verify_repro_command(ctx.project_dir, flavor, platform=platform, base_image=base_image,

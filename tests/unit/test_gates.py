@@ -12,10 +12,21 @@ from typing import Any
 
 import pytest
 
-from lockdock import gates, publish
+from lockdock import gates, publish_plan
+from lockdock.accelerators import KINDS
+from lockdock.engine import native_platform
 from lockdock.errors import GateError, UsageError
+from lockdock.facts import (
+    FLAVOR_LABEL,
+    LOCK_HASH_LABEL,
+    PYTHON_LABEL,
+    TORCH_LABEL,
+    runtime_label,
+)
+from lockdock.gates.run import PAYLOAD_MOUNT, RESULTS_MOUNT
 from lockdock.installer.lockfile import LockedArtifact
 from lockdock.testing.flavors import write_flavor
+from lockdock.workspace import GATE_FILE, Workspace
 
 
 def artifact(name: str, version: str, manager: str = "conda") -> LockedArtifact:
@@ -36,13 +47,13 @@ def artifact(name: str, version: str, manager: str = "conda") -> LockedArtifact:
 
 def test_expectations_from_a_pip_cuda_torch_lock() -> None:
     expected, problems = gates.expectations(
-        "cuda",
+        "cuda", KINDS["cuda"],
         [
             artifact("python", "3.11.9"),
             artifact("torch", "2.13.0", "pip"),
             artifact("nvidia-cuda-runtime-cu12", "12.8.90", "pip"),
         ],
-        {gates.VERSION_LABELS["cuda"]: "12.8", gates.FLAVOR_LABEL: "cuda"},
+        {runtime_label("cuda"): "12.8", FLAVOR_LABEL: "cuda"},
     )
     assert problems == []
     assert (expected.python, expected.torch, expected.cuda) == ("3.11.9", "2.13.0", "12.8")
@@ -51,19 +62,21 @@ def test_expectations_from_a_pip_cuda_torch_lock() -> None:
 def test_expectations_cpu_torch_in_a_cuda_flavor_still_expects_a_cuda_build() -> None:
     """A CUDA image whose lock carries a CPU torch: no CUDA version, but flavor cuda, so the
     payload's build-matches-flavor check fails (mamba-org/micromamba-docker #620)."""
-    expected, _ = gates.expectations("cuda", [artifact("torch", "2.13.0+cpu", "pip")], {})
+    expected, _ = gates.expectations(
+        "cuda", KINDS["cuda"], [artifact("torch", "2.13.0+cpu", "pip")], {})
     assert expected.cuda is None
     assert expected.as_environment()["LOCKDOCK_EXPECT_FLAVOR"] == "cuda"
 
 
 def test_expectations_cpu_flavor_expects_no_cuda_and_labels_agreeing() -> None:
     labels = {
-        gates.VERSION_LABELS["python"]: "3.12.7",
-        gates.VERSION_LABELS["cuda"]: "none",
-        gates.FLAVOR_LABEL: "cpu",
+        PYTHON_LABEL: "3.12.7",
+        runtime_label("cuda"): "none",
+        FLAVOR_LABEL: "cpu",
     }
     locked = [artifact("python", "3.12.7"), artifact("pytorch", "2.5.1")]
-    expected, problems = gates.expectations("cpu", locked, labels)
+    expected, problems = gates.expectations(
+        "cpu", KINDS["cpu"], locked, labels)
     assert problems == []
     assert expected.cuda == "none"
     env = expected.as_environment()
@@ -74,12 +87,12 @@ def test_expectations_cpu_flavor_expects_no_cuda_and_labels_agreeing() -> None:
 
 def test_expectations_report_labels_that_contradict_the_lock() -> None:
     labels = {
-        gates.VERSION_LABELS["torch"]: "2.4.0",
-        gates.VERSION_LABELS["cuda"]: "12.6.3",
-        gates.FLAVOR_LABEL: "cpu",
+        TORCH_LABEL: "2.4.0",
+        runtime_label("cuda"): "12.6.3",
+        FLAVOR_LABEL: "cpu",
     }
     expected, problems = gates.expectations(
-        "cuda",
+        "cuda", KINDS["cuda"],
         [artifact("pytorch", "2.5.1"), artifact("cuda-version", "12.6")],
         labels,
     )
@@ -89,7 +102,8 @@ def test_expectations_report_labels_that_contradict_the_lock() -> None:
 
 
 def test_cuda_flavor_without_cuda_in_lock_leaves_cuda_unset() -> None:
-    expected, _ = gates.expectations("cuda", [artifact("pytorch", "2.5.1")], {})
+    expected, _ = gates.expectations(
+        "cuda", KINDS["cuda"], [artifact("pytorch", "2.5.1")], {})
     assert expected.cuda is None
     assert "LOCKDOCK_EXPECT_CUDA" not in expected.as_environment()
     assert expected.as_environment()["LOCKDOCK_EXPECT_FLAVOR"] == "cuda"
@@ -150,9 +164,10 @@ IMAGE = gates.ImageUnderTest(
     digest="sha256:" + "1" * 64,
     flavor="cpu",
     platform="linux/amd64",
-    labels={gates.LOCK_HASH_LABEL: "deadbeef"},
+    labels={LOCK_HASH_LABEL: "deadbeef"},
 )
-EXPECTED = gates.Expectations(flavor="cpu", python="3.12.7", torch="2.5.1", cuda="none")
+EXPECTED = gates.Expectations(flavor="cpu", python="3.12.7", torch="2.5.1",
+                            accelerator={"LOCKDOCK_EXPECT_CUDA": "none"})
 
 
 def test_parse_junit_outcomes_and_gates() -> None:
@@ -269,7 +284,7 @@ def test_render_markdown() -> None:
 
 
 def test_gate_record_schema_and_publish_accepts_only_passing(tmp_path: Path) -> None:
-    local = publish.LocalImage(platform="linux/amd64", reference="r", digest=IMAGE.digest)
+    local = publish_plan.LocalImage(platform="linux/amd64", reference="r", digest=IMAGE.digest)
     path = tmp_path / "gate.json"
     failing = gates.gate_record(_failing_report())
     assert failing["passed"] is False
@@ -277,7 +292,7 @@ def test_gate_record_schema_and_publish_accepts_only_passing(tmp_path: Path) -> 
         "test_gradients::test_gradcheck[cpu-custom_function]",
         "test_gradients::test_sgd[cpu]",
     ]
-    assert publish.gate_refusal(failing, path, "cpu", local) is not None
+    assert publish_plan.gate_refusal(failing, path, "cpu", local) is not None
 
     clean = gates.build_report(
         IMAGE,
@@ -304,15 +319,16 @@ def test_gate_record_schema_and_publish_accepts_only_passing(tmp_path: Path) -> 
         "expected",
         "lock_content_hash",
     } <= set(record)
-    assert publish.gate_refusal(record, path, "cpu", local) is None
-    other = publish.LocalImage(platform="linux/amd64", reference="r", digest="sha256:" + "2" * 64)
-    assert publish.gate_refusal(record, path, "cpu", other) is not None
+    assert publish_plan.gate_refusal(record, path, "cpu", local) is None
+    other = publish_plan.LocalImage(platform="linux/amd64", reference="r",
+                                    digest="sha256:" + "2" * 64)
+    assert publish_plan.gate_refusal(record, path, "cpu", other) is not None
 
 
 def test_report_dir_is_where_publish_looks(tmp_path: Path) -> None:
-    directory = gates.report_dir(tmp_path, "cpu", IMAGE.digest)
+    directory = Workspace(tmp_path).report_dir("cpu", IMAGE.digest)
     assert directory == tmp_path / ".lockdock" / "reports" / "cpu" / ("1" * 64)
-    assert directory / gates.GATE_FILE == publish.gate_report_path(tmp_path, "cpu", IMAGE.digest)
+    assert directory / GATE_FILE == Workspace(tmp_path).gate_path("cpu", IMAGE.digest)
 
 
 def test_write_report_files_and_step_summary(
@@ -396,7 +412,8 @@ def test_run_in_image_isolation_arguments(tmp_path: Path, gpu: bool) -> None:
     payload = tmp_path / "payload"
     payload.mkdir()
     code, log = gates.run_in_image(
-        client, IMAGE, payload, tmp_path, {"LOCKDOCK_EXPECT_FLAVOR": "cpu"}, gpu=gpu
+        client, IMAGE, payload, tmp_path, {"LOCKDOCK_EXPECT_FLAVOR": "cpu"},
+        accelerator=KINDS["cuda"], devices=gpu
     )
     kwargs = client.containers.kwargs
     assert (code, log) == (1, "1 failed, 26 passed\n")
@@ -404,10 +421,10 @@ def test_run_in_image_isolation_arguments(tmp_path: Path, gpu: bool) -> None:
     assert kwargs["network_mode"] == "none"
     assert kwargs["user"] == "lockdock"
     assert kwargs["read_only"] is True and "/tmp" in kwargs["tmpfs"]
-    assert kwargs["volumes"][str(payload)] == {"bind": gates.PAYLOAD_MOUNT, "mode": "ro"}
-    assert kwargs["volumes"][str(tmp_path)] == {"bind": gates.RESULTS_MOUNT, "mode": "rw"}
+    assert kwargs["volumes"][str(payload)] == {"bind": PAYLOAD_MOUNT, "mode": "ro"}
+    assert kwargs["volumes"][str(tmp_path)] == {"bind": RESULTS_MOUNT, "mode": "rw"}
     assert kwargs["entrypoint"] == ["/opt/conda/envs/lockdock/bin/python"]
-    assert kwargs["environment"]["LOCKDOCK_GATES_RESULTS"] == gates.RESULTS_MOUNT
+    assert kwargs["environment"]["LOCKDOCK_GATES_RESULTS"] == RESULTS_MOUNT
     assert kwargs["environment"]["LOCKDOCK_EXPECT_FLAVOR"] == "cpu"
     if gpu:
         (request,) = kwargs["device_requests"]
@@ -447,7 +464,7 @@ def test_gate_flavor_writes_report_then_raises_on_failure(tmp_path: Path) -> Non
         gates.gate_flavor(root, "cpu", image_ref="lockdock/cpu:latest", payload=payload,
                           gpu=False, client=client)  # fmt: skip
     assert raised.value.exit_code == 11
-    out = gates.report_dir(root, "cpu", IMAGE.digest)
+    out = Workspace(root).report_dir("cpu", IMAGE.digest)
     record = json.loads((out / "gate.json").read_text())
     assert record["passed"] is False and record["expected"]["python"] == "3.12.7"
     assert "FAILED" in (out / "report.md").read_text()
@@ -470,7 +487,8 @@ def test_run_in_image_hung_payload_is_a_result_and_the_container_goes(tmp_path: 
         raise requests.exceptions.ReadTimeout("read timed out")
 
     client.containers.container.wait = hang  # type: ignore[method-assign]
-    code, log = gates.run_in_image(client, IMAGE, tmp_path, tmp_path, {}, gpu=False, timeout_s=5)
+    code, log = gates.run_in_image(client, IMAGE, tmp_path, tmp_path, {},
+                                   accelerator=KINDS["cpu"], devices=False, timeout_s=5)
     assert code == -1 and "did not finish within 5 s" in log
     assert client.containers.container.removed
     report = gates.build_report(
@@ -481,10 +499,30 @@ def test_run_in_image_hung_payload_is_a_result_and_the_container_goes(tmp_path: 
 
 
 def test_default_image_is_the_last_build_else_latest(tmp_path: Path) -> None:
-    from lockdock import image
-
     assert gates.default_image_reference(tmp_path, "cpu") == "lockdock/cpu:latest"
-    record = image.build_record_path(tmp_path, "cpu", image.native_platform())
+    record = Workspace(tmp_path).build_record_path("cpu", str(native_platform().docker))
     record.parent.mkdir(parents=True)
-    record.write_text(json.dumps({"reference": "lockdock/cpu:cpu-0123456789ab"}))
+    record.write_text(json.dumps({
+        "flavor": "cpu", "platform": "linux/amd64", "reference": "lockdock/cpu:cpu-0123456789ab",
+        "digest": "sha256:" + "0" * 64, "tags": [], "lock": "conda-lock.yml",
+        "lock_sha256": "0" * 64, "source_date_epoch": 0, "labels": {},
+    }))  # fmt: skip
     assert gates.default_image_reference(tmp_path, "cpu") == "lockdock/cpu:cpu-0123456789ab"
+
+
+def test_a_rocm_test_flavor_needs_only_its_accelerator_class() -> None:
+    """The rocm kind goes lock -> tags -> gate expectations -> device requests with no code
+    outside lockdock.accelerators.Rocm (tests/unit/test_tags.py covers its tags)."""
+    locked = [artifact("python", "3.11.9"), artifact("torch", "2.5.1+rocm6.2", "pip")]
+    expected, problems = gates.expectations("rocm", KINDS["rocm"], locked,
+                                            {runtime_label("rocm"): "6.2"})
+    assert problems == []
+    env = expected.as_environment()
+    assert env["LOCKDOCK_EXPECT_ACCELERATOR"] == "rocm" and env["LOCKDOCK_EXPECT_ROCM"] == "6.2"
+    assert env["LOCKDOCK_EXPECT_CUDA"] == "none"  # a ROCm torch is no CUDA build
+    client = FakeClient()
+    gates.run_in_image(client, IMAGE, Path("/tmp"), Path("/tmp"), env,
+                       accelerator=KINDS["rocm"], devices=True)
+    kwargs = client.containers.kwargs
+    assert kwargs["devices"] == ["/dev/kfd:/dev/kfd", "/dev/dri:/dev/dri"]
+    assert kwargs["group_add"] == ["video"] and kwargs["device_requests"] is None

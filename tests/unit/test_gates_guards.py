@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from lockdock import gates
+from lockdock.workspace import GATE_FILE
 
 IMAGE = gates.ImageUnderTest(
     reference="lockdock/cpu:latest", digest="sha256:" + "1" * 64, flavor="cpu",
     platform="linux/amd64",
 )  # fmt: skip
-EXPECTED = gates.Expectations(flavor="cpu", python="3.12.7", torch="2.5.1", cuda="none")
+EXPECTED = gates.Expectations(flavor="cpu", python="3.12.7", torch="2.5.1",
+                              accelerator={"LOCKDOCK_EXPECT_CUDA": "none"})
 
 
 def _junit(failed: bool) -> str:
@@ -63,25 +65,27 @@ def test_a_failed_check_with_every_test_passing_is_not_a_pass() -> None:
 
 def test_a_new_report_replaces_an_old_gate_json(tmp_path: Path) -> None:
     gates.write_report(_report(junit_failed=False, check_ok=True), tmp_path, None)
-    assert json.loads((tmp_path / gates.GATE_FILE).read_text())["passed"] is True
+    assert json.loads((tmp_path / GATE_FILE).read_text())["passed"] is True
     gates.write_report(_report(junit_failed=True, check_ok=False), tmp_path, None)
-    record = json.loads((tmp_path / gates.GATE_FILE).read_text())
+    record = json.loads((tmp_path / GATE_FILE).read_text())
     assert record["passed"] is False
     assert record["failed"] == ["test_gradients::test_gradients_check"]
     gates.write_report(_report(junit_failed=False, check_ok=True), tmp_path, None)
-    assert json.loads((tmp_path / gates.GATE_FILE).read_text())["passed"] is True
+    assert json.loads((tmp_path / GATE_FILE).read_text())["passed"] is True
 
 
 def test_a_run_that_dies_before_its_verdict_leaves_no_old_verdict(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gates.write_report(_report(junit_failed=False, check_ok=True), tmp_path, None)
-    assert (tmp_path / gates.GATE_FILE).is_file()
+    assert (tmp_path / GATE_FILE).is_file()
 
     def crash(path: Path, text: str, *args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(gates, "write_text_atomic", crash)
+    import lockdock.workspace
+
+    monkeypatch.setattr(lockdock.workspace, "write_text_atomic", crash)
     with pytest.raises(OSError, match="No space left"):
         gates.write_report(_report(junit_failed=True, check_ok=False), tmp_path, None)
-    assert not (tmp_path / gates.GATE_FILE).exists()  # publish finds no verdict to trust
+    assert not (tmp_path / GATE_FILE).exists()  # publish finds no verdict to trust

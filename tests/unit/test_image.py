@@ -1,4 +1,5 @@
-"""Unit tests of image.py's planning (pure) and of its input checks (engine, store, base)."""
+"""Unit tests of lockdock.image: Dockerfile rendering, build planning (pure), input checks
+(engine, store, base), the OCI comparison of verify-repro."""
 
 from __future__ import annotations
 
@@ -16,106 +17,24 @@ from pathlib import Path
 
 import pytest
 
-from lockdock import image
-from lockdock.errors import EngineError, IntegrityError, UsageError
-from lockdock.installer.lockfile import LockedArtifact, read_lock
+from lockdock import engine
+from lockdock.context import resolve_flavor
+from lockdock.errors import EngineError, IntegrityError
+from lockdock.image import dockerfile, plan, repro
+from lockdock.image.stage import prepare_build
+from lockdock.installer.lockfile import read_lock
 from lockdock.spec import load_project
-from lockdock.testing.installs import Entry, write_lock
+from lockdock.tags import Tags
 from lockdock.testing.flavors import write_flavor
+from lockdock.testing.installs import Entry, write_lock
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def artifact(name: str, version: str, manager: str = "conda", url: str | None = None,
-             sha: str = "ab" * 32) -> LockedArtifact:
-    return LockedArtifact(
-        name=name, version=version, manager=manager, platform="linux-64",
-        url=url or f"https://x/linux-64/{name}-{version}-0.conda", sha256=sha, md5=None,
-        categories=frozenset({"main"}),
-    )  # fmt: skip
-
-
-# --- versions, driver, epoch -------------------------------------------------------------
-
-
-def test_versions_of_a_cpu_pip_torch_have_no_cuda() -> None:
-    versions = image.lock_versions([
-        artifact("python", "3.11.7"),
-        artifact("torch", "2.13.0+cpu", "pip"),
-        artifact("nvidia-cuda-runtime-cu12", "12.8.90", "pip"),  # stray: torch is CPU
-    ])  # fmt: skip
-    assert versions == image.LockVersions("3.11.7", "2.13.0+cpu", None)
-    assert image.descriptor(versions) == "py3.11-torch2.13"
-
-
-@pytest.mark.parametrize(
-    ("packages", "cuda"),
-    [
-        ([artifact("pytorch", "2.5.1", url="https://x/linux-64/pytorch-2.5.1-cuda126_py312.conda"),
-          artifact("cuda-version", "12.6")], "12.6"),
-        ([artifact("torch", "2.8.0", "pip"),
-          artifact("nvidia-cuda-runtime-cu12", "12.8.90", "pip")], "12.8"),
-        ([artifact("torch", "2.8.0+cu129", "pip")], "12.9"),
-        ([artifact("torch", "2.13.0", "pip"),
-          artifact("nvidia-cuda-runtime", "13.0.96", "pip")], "13.0"),
-    ],
-)  # fmt: skip
-def test_versions_find_cuda(packages: list[LockedArtifact], cuda: str) -> None:
-    assert image.lock_versions(packages).cuda == cuda
-
-
-def test_min_driver_exact_then_major_fallback() -> None:
-    assert image.cuda_min_driver("12.8") == "570.26"
-    assert image.cuda_min_driver("12.7") == "525.60.13"  # no GA table entry: minor compat
-    assert image.cuda_min_driver("10.2") is None
-
-
 def test_epoch_is_the_newest_package_in_seconds() -> None:
     stamps = [datetime(2024, 1, 1, tzinfo=UTC), 1_717_000_000_000, None, 1_600_000_000]
-    assert image.source_date_epoch(stamps) == 1_717_000_000
-    assert image.source_date_epoch([None]) == image.FALLBACK_EPOCH
-
-
-# --- tags and labels ---------------------------------------------------------------------
-
-
-def test_tags_content_addressed_descriptive_moving() -> None:
-    versions = image.LockVersions("3.11.7", "2.13.0+cpu", None)
-    tags = image.plan_tags("lockdock/cpu", "cpu", "ba977836d47e47c2" + "0" * 48, versions,
-                           "linux/amd64", "linux/amd64")
-    assert tags.content_addressed == "lockdock/cpu:cpu-ba977836d47e"
-    assert tags.descriptive == ("lockdock/cpu:cpu-py3.11-torch2.13",)
-    assert tags.moving == ("lockdock/cpu:latest",)
-    other = image.plan_tags("n", "cuda", "f" * 64, image.LockVersions("3.12", "2.8", "12.8"),
-                            "linux/arm64", "linux/amd64")
-    assert other.content_addressed == "n:cuda-ffffffffffff-arm64"
-    assert other.descriptive == ("n:cuda-py3.12-torch2.8-cu12.8-arm64",)
-
-
-def test_labels_from_the_lock(tmp_path: Path) -> None:
-    lock = read_lock(_hand_lock(tmp_path))
-    labels = image.plan_labels(
-        flavor="cuda", platform="linux/amd64", lock=lock, lock_sha256="s" * 64,
-        versions=image.LockVersions("3.12.1", "2.8.0", "12.8"), epoch=1704067200,
-        version_tag="cuda-ssssssssssss", source="https://example/repo", revision="abc",
-    )  # fmt: skip
-    assert labels[image.FLAVOR_LABEL] == "cuda"
-    assert labels[image.LOCK_HASH_LABEL] == lock.content_hash["linux-64"]
-    assert labels[image.CUDA_DRIVER_LABEL] == "570.26"
-    assert labels["org.opencontainers.image.created"] == "2024-01-01T00:00:00Z"
-    assert labels["org.opencontainers.image.revision"] == "abc"
-    cpu = image.plan_labels(
-        flavor="cpu", platform="linux/amd64", lock=lock, lock_sha256="s" * 64,
-        versions=image.LockVersions("3.12.1", "2.8.0+cpu", None), epoch=0,
-        version_tag="v", source=None, revision=None,
-    )  # fmt: skip
-    assert cpu[image.CUDA_LABEL] == "none"
-    assert image.CUDA_DRIVER_LABEL not in cpu
-
-
-def test_unknown_platform_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="linux/riscv64"):
-        image.conda_platform("linux/riscv64")
+    assert plan.source_date_epoch(stamps) == 1_717_000_000
+    assert plan.source_date_epoch([None]) == plan.FALLBACK_EPOCH
 
 
 # --- Dockerfiles -------------------------------------------------------------------------
@@ -126,7 +45,7 @@ def test_render_hoists_global_args_before_the_first_from() -> None:
         ("a", "# top\nARG BASE=x\n\nFROM ${BASE} AS one\nRUN true\n"),
         ("b", "ARG LOCK=l.yml\nARG BASE=ignored\nFROM one AS two\nARG LOCK\n"),
     ]
-    text = image.render_dockerfile(parts, "cpu")
+    text = dockerfile.render_dockerfile(parts, "cpu")
     lines = text.splitlines()
     first_from = next(i for i, ln in enumerate(lines) if ln.startswith("FROM"))
     globals_ = [ln for ln in lines[:first_from] if ln.startswith("ARG")]
@@ -135,9 +54,11 @@ def test_render_hoists_global_args_before_the_first_from() -> None:
     assert "# top" in text and text.index("FROM one AS two") > text.index("RUN true")
 
 
-def test_top_level_dockerfile_is_the_cpu_rendering() -> None:
+def test_top_level_dockerfile_is_the_default_flavors_rendering() -> None:
     project = load_project(REPO)
-    expected = image.render_dockerfile(image.dockerfile_parts(REPO, project.flavors["cpu"]), "cpu")
+    (default,) = [f for f in project.flavors.values() if f.is_default]
+    parts = dockerfile.dockerfile_parts(REPO, default)
+    expected = dockerfile.render_dockerfile(parts, default.name)
     assert (REPO / "Dockerfile").read_text(encoding="utf-8") == expected, (
         "Dockerfile is stale: run `nox -s dockerfile`"
     )
@@ -151,7 +72,7 @@ def test_no_dockerfile_pulls_a_frontend() -> None:
 
 
 def test_builder_installs_offline_from_the_store_mount() -> None:
-    stages = (REPO / image.STAGES_DOCKERFILE).read_text()
+    stages = (REPO / dockerfile.STAGES_DOCKERFILE).read_text()
     builder = stages[stages.index("AS builder"):]
     assert "RUN --network=none" in builder
     assert "--mount=type=bind,from=store,target=/store" in builder
@@ -164,23 +85,23 @@ def test_builder_installs_offline_from_the_store_mount() -> None:
 
 
 def test_default_base_is_pinned_by_digest_and_a_missing_one_is_refused() -> None:
-    default = image.default_base_image((REPO / image.BASE_DOCKERFILE).read_text())
+    default = dockerfile.default_base_image((REPO / dockerfile.BASE_DOCKERFILE).read_text())
     assert default is not None
     assert re.fullmatch(r"continuumio/miniconda3:[\w.-]+@sha256:[0-9a-f]{64}", default)
-    assert image.base_image_problem(default) is None
-    assert "--base-image" in (image.base_image_problem(None) or "")
+    assert dockerfile.base_image_problem(default) is None
+    assert "--base-image" in (dockerfile.base_image_problem(None) or "")
 
 
 def test_buildx_argv(tmp_path: Path) -> None:
-    plan = image.BuildPlan(
+    build = plan.BuildPlan(
         project_root=tmp_path, flavor="cpu", platform="linux/amd64", conda_platform="linux-64",
         lock_path=Path("conda-lock.yml"), lock_sha256="0" * 64, epoch=1704067200,
-        base_image="base:1", tags=image.TagPlan("n:cpu-0", (), ("n:latest",)),
+        base_image="base:1", name="n", tags=Tags("cpu-0", (), ("latest",)),
         labels={"io.lockdock.flavor": "cpu"}, dockerfile=tmp_path / "cpu.Dockerfile",
         store_context=tmp_path / "store", installer_context=tmp_path / "inst",
         sbom_context=tmp_path / "sbom", builder="remote",
     )  # fmt: skip
-    argv = image.buildx_argv(plan, output=image.oci_output(tmp_path / "o"),
+    argv = plan.buildx_argv(build, output=plan.oci_output(tmp_path / "o"),
                              metadata_file=tmp_path / "m.json", no_cache=True)
     joined = " ".join(argv)
     assert argv[:3] == ["docker", "buildx", "build"]
@@ -217,8 +138,10 @@ def test_incomplete_store_names_every_missing_artifact(tmp_path: Path) -> None:
     stored = project / ".lockdock" / "store" / "sha256" / (one.sha256 or "") / one.filename
     stored.parent.mkdir(parents=True)
     stored.write_bytes(b"hello-1.0-0.conda")
+    context = resolve_flavor(project, "cpu", "linux/amd64")
     with pytest.raises(IntegrityError) as caught:
-        image.plan_build(project, "cpu", platform="linux/amd64", base_image="b:1")
+        prepare_build(context, base_image="b:1")
+    assert not (project / ".lockdock" / "build").exists()  # refused before staging anything
     message = str(caught.value)
     assert "other 2.0 (other-2.0-0.conda)" in message and "hello" not in message
     assert "lockdock fetch" in message
@@ -239,21 +162,21 @@ def _fake_docker(tmp_path: Path, script: str) -> str:
 def test_no_docker_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(EngineError, match="not installed") as caught:
-        image.check_engine()
+        engine.check_engine()
     assert "ci/engine start" in str(caught.value)
 
 
 def test_engine_not_answering(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", _fake_docker(tmp_path, "echo 'Cannot connect' >&2; exit 1\n"))
     with pytest.raises(EngineError, match="does not answer"):
-        image.check_engine()
+        engine.check_engine()
 
 
 def test_buildx_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     script = 'if [ "$1" = buildx ]; then echo "unknown command" >&2; exit 1; fi\necho 26.1.5\n'
     monkeypatch.setenv("PATH", _fake_docker(tmp_path, script))
     with pytest.raises(EngineError, match="buildx plugin is missing") as caught:
-        image.check_engine()
+        engine.check_engine()
     assert "docker-buildx" in str(caught.value)
 
 
@@ -262,7 +185,7 @@ def test_cli_refuses_an_unknown_flavor_and_a_stale_lock(
 ) -> None:
     from lockdock.cli import main
 
-    monkeypatch.setattr(image, "check_engine", lambda builder=None: None)
+    monkeypatch.setattr(engine, "check_engine", lambda builder=None: None)
     project = tmp_path / "proj"
     (project / "images" / "cpu").mkdir(parents=True)
     write_flavor(project / "images", "cpu")
@@ -320,9 +243,9 @@ def test_diff_names_the_file_that_differs(tmp_path: Path) -> None:
     same = _layer({"opt/env/bin/python": b"elf"})
     a = _layout(tmp_path / "a", [same, _layer({"etc/stamp": b"1", "etc/keep": b"k"})])
     b = _layout(tmp_path / "b", [same, _layer({"etc/stamp": b"2", "etc/keep": b"k"})])
-    ma, mb = image.platform_manifests(a), image.platform_manifests(b)
+    ma, mb = repro.platform_manifests(a), repro.platform_manifests(b)
     assert set(ma) == {"linux/amd64"} and ma != mb
-    lines = image.explain_difference(a, b, ma["linux/amd64"], mb["linux/amd64"])
+    lines = repro.explain_difference(a, b, ma["linux/amd64"], mb["linux/amd64"])
     assert any(line.strip().startswith("etc/stamp:") for line in lines)
     assert not any("etc/keep" in line or "opt/env" in line for line in lines)
     assert lines[0].startswith("layer 2 ")
@@ -385,7 +308,7 @@ def test_every_path_the_dockerfiles_read_is_tracked_by_git() -> None:
         pytest.skip("not a git checkout")
     tracked = set(listed.stdout.split())
     text = "\n".join((REPO / p).read_text() for p in
-                     (image.BASE_DOCKERFILE, image.STAGES_DOCKERFILE))
+                     (dockerfile.BASE_DOCKERFILE, dockerfile.STAGES_DOCKERFILE))
     read = set(re.findall(r"(?:source=|COPY (?:--chmod=\S+ )?)(images/\S+?)/?[\s,]", text))
     assert "images/base/build" in read and "images/base/rootfs/bin" in read
     for path in read:

@@ -1,0 +1,129 @@
+"""``lockdock build``: one flavor for one platform into the local engine, tagged.
+
+The image is exported under a temporary name and tagged only after the build succeeded, so a
+failed build leaves no content-addressed tag; a build whose content-addressed tag exists is a
+no-op (its lock is unchanged). The build record (``Workspace.build_record_path``) says what
+was built; ``test`` and ``publish`` read it for their defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lockdock import engine
+from lockdock.context import FlavorContext, resolve_flavor
+from lockdock.engine import (
+    image_id,
+    local_image_id,
+    native_platform,
+    run_buildx,
+    tag,
+    untag,
+)
+from lockdock.image.plan import buildx_argv, image_output, planned_tags
+from lockdock.image.repro import ReproResult, verify_repro
+from lockdock.image.stage import prepare_build
+from lockdock.progress import say
+from lockdock.tags import local_name
+from lockdock.workspace import BuildRecord
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    flavor: str
+    platform: str
+    reference: str  # the content-addressed tag
+    digest: str
+    tags: tuple[str, ...]
+    built: bool  # False: the tag existed and nothing was done
+    record: Path | None = None
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def build(
+    context: FlavorContext,
+    *,
+    base_image: str | None = None,
+    builder: str | None = None,
+    name: str | None = None,
+    force: bool = False,
+    store: Path | None = None,
+    no_cache: bool = False,
+) -> BuildResult:
+    """Build ``context``'s flavor for its platform and tag it (see the module docstring)."""
+    references = planned_tags(context, native_platform()).named(
+        name or local_name(context.flavor.name))
+    existing = local_image_id(references[0])
+    if existing and not force:
+        say(f"{references[0]} already exists ({existing}): its lock is unchanged, nothing to "
+            "build (--force rebuilds).")
+        print(existing)
+        return BuildResult(context.flavor.name, str(context.platform.docker), references[0],
+                           existing, references, built=False)
+    plan = prepare_build(context, base_image=base_image, builder=builder, name=name,
+                         store=store)
+    temporary = f"{plan.name}:building-{os.getpid()}-{os.urandom(4).hex()}"
+    with tempfile.TemporaryDirectory(prefix="lockdock-build.") as tmp:
+        metadata = Path(tmp) / "metadata.json"
+        argv = buildx_argv(plan, output=image_output(temporary), metadata_file=metadata,
+                           no_cache=no_cache)
+        say(f"building {plan.flavor} ({plan.platform}) with SOURCE_DATE_EPOCH={plan.epoch}")
+        try:
+            run_buildx(argv, f"The build of {plan.flavor} ({plan.platform})", load=True)
+            digest = str(_read_metadata(metadata).get("containerimage.digest") or "")
+            digest = digest or image_id(temporary)
+            tag(temporary, plan.references)
+        finally:
+            untag(temporary)
+    record = context.workspace.write_build_record(BuildRecord(
+        flavor=plan.flavor, platform=plan.platform, reference=plan.reference, digest=digest,
+        tags=plan.references, lock=plan.lock_path.as_posix(), lock_sha256=plan.lock_sha256,
+        source_date_epoch=plan.epoch, labels=dict(plan.labels),
+    ))  # fmt: skip
+    say(f"built {plan.flavor} ({plan.platform}): {', '.join(plan.references)}")
+    print(digest)
+    return BuildResult(plan.flavor, plan.platform, plan.reference, digest, plan.references,
+                       True, record)
+
+
+def build_command(
+    project_dir: Path,
+    flavor: str,
+    *,
+    platform: str | None = None,
+    base_image: str | None = None,
+    builder: str | None = None,
+    name: str | None = None,
+    force: bool = False,
+) -> BuildResult:
+    """What ``lockdock build`` and ``nox -s build-<flavor>`` run: the engine first (before
+    any work), then the flavor resolved once. The lock's freshness against its inputs is the
+    caller's to check (``lockdock build`` runs ``lock --check`` first)."""
+    engine.check_engine(builder)  # through the module: tests fake the engine here
+    context = resolve_flavor(project_dir, flavor, platform)
+    return build(context, base_image=base_image, builder=builder, name=name, force=force)
+
+
+def verify_repro_command(
+    project_dir: Path,
+    flavor: str,
+    *,
+    platform: str | None = None,
+    base_image: str | None = None,
+    builder: str | None = None,
+    keep: Path | None = None,
+) -> ReproResult:
+    """What ``lockdock verify-repro`` runs (lockdock.image.repro)."""
+    return verify_repro(project_dir, flavor, platform=platform, base_image=base_image,
+                        builder=builder, keep=keep)

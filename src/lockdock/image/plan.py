@@ -1,0 +1,207 @@
+"""Build planning, pure: labels, tags, ``SOURCE_DATE_EPOCH``, the store check, and the
+``docker buildx build`` argv. ``plan_build`` returns a value and touches nothing; staging the
+inputs it names is ``lockdock.image.stage``'s.
+
+Reproducibility: ``SOURCE_DATE_EPOCH`` is the newest build timestamp among the lock's conda
+packages (read from the archives the lock pins, so it is a function of the lock), BuildKit
+rewrites every layer timestamp to it (``rewrite-timestamp=true``), provenance attestations
+are off, and the installer writes byte-identical prefixes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from lockdock import facts
+from lockdock.context import FlavorContext
+from lockdock.errors import IntegrityError, UsageError
+from lockdock.installer.lockfile import LockedArtifact
+from lockdock.installer.store import plan_fetch
+from lockdock.platform import Platform
+from lockdock.tags import Tags, local_name, local_tags
+
+#: When the lock's conda packages carry no timestamp (2000-01-01T00:00:00Z).
+FALLBACK_EPOCH = 946684800
+
+def source_date_epoch(timestamps: Iterable[datetime | int | None]) -> int:
+    """The newest package timestamp (seconds; conda's millisecond stamps are converted).
+
+    No image can be older than its newest package, and the packages are pinned by hash, so
+    this is a property of the lock. ``FALLBACK_EPOCH`` when no package has a timestamp.
+    """
+    seconds = []
+    for stamp in timestamps:
+        if stamp is None:
+            continue
+        value = int(stamp.timestamp()) if isinstance(stamp, datetime) else int(stamp)
+        if value > 100_000_000_000:  # milliseconds
+            value //= 1000
+        if value > 0:
+            seconds.append(value)
+    return max(seconds, default=FALLBACK_EPOCH)
+
+
+def plan_labels(
+    context: FlavorContext, *, epoch: int, version_tag: str, source: str | None,
+    revision: str | None,
+) -> dict[str, str]:
+    """Every label of the image (lock facts, flavor, platform, versions, OCI annotations)."""
+    return {
+        facts.FLAVOR_LABEL: context.flavor.name,
+        facts.ACCELERATOR_LABEL: context.accelerator.kind,
+        facts.PLATFORM_LABEL: str(context.platform.docker),
+        facts.LOCK_HASH_LABEL: str(context.lock.content_hash.get(context.platform.subdir, "")),
+        facts.LOCK_SHA256_LABEL: context.lock_sha256,
+        **facts.version_labels(context.versions),
+        f"{facts.OCI}.created": facts.oci_created(epoch),
+        f"{facts.OCI}.version": version_tag,
+        f"{facts.OCI}.source": source or "unknown",
+        f"{facts.OCI}.revision": revision or "unknown",
+    }
+
+
+def planned_tags(context: FlavorContext, native: Platform) -> Tags:
+    """The tags ``lockdock build`` gives this flavor's image (a function of the context)."""
+    return local_tags(context.flavor.name, context.lock_sha256, context.descriptor,
+                      context.platform, native)
+
+
+def missing_from_store(
+    artifacts: Sequence[LockedArtifact], present: frozenset[str] | set[str]
+) -> list[LockedArtifact]:
+    """The lock's artifacts that the store lacks (the store's own fetch plan)."""
+    return plan_fetch(artifacts, present)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    project_root: Path
+    flavor: str
+    platform: str  # docker platform
+    conda_platform: str
+    lock_path: Path  # relative to the project root
+    lock_sha256: str
+    epoch: int
+    base_image: str | None  # None: the Dockerfile's default
+    name: str  # the local repository: lockdock/<flavor>
+    tags: Tags
+    labels: Mapping[str, str]
+    dockerfile: Path
+    store_context: Path
+    installer_context: Path
+    sbom_context: Path
+    builder: str | None = None
+    target: str | None = None
+    extra_args: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Every ``name:tag`` the build gets, content-addressed first."""
+        return self.tags.named(self.name)
+
+    @property
+    def reference(self) -> str:
+        return self.references[0]
+
+
+def plan_build(
+    context: FlavorContext,
+    *,
+    store: Path,
+    present: frozenset[str] | set[str],
+    timestamps: Iterable[datetime | int | None],
+    git: tuple[str | None, str | None],
+    native: Platform,
+    work: Path,
+    base_image: str | None = None,
+    base_default: str | None = None,
+    builder: str | None = None,
+    name: str | None = None,
+) -> BuildPlan:
+    """Everything one build needs, checked (store complete, a base image), as a value."""
+    from lockdock.image.dockerfile import base_image_problem
+
+    flavor, subdir = context.flavor, context.platform.subdir
+    missing = missing_from_store(context.artifacts, present)
+    if missing:
+        listing = ", ".join(f"{a.name} {a.version} ({a.filename})" for a in missing)
+        raise IntegrityError(
+            f"Store {store} lacks {len(missing)} artifact(s) of {flavor.lock_path} for "
+            f"{subdir}: {listing}. Run `lockdock fetch {flavor.name} --platform {subdir}` "
+            "first; the build reads artifacts only from the store."
+        )
+    problem = None if base_image else base_image_problem(base_default)
+    if problem:
+        raise UsageError(problem + ".")
+    epoch = source_date_epoch(timestamps)
+    tags = planned_tags(context, native)
+    source, revision = git
+    labels = plan_labels(context, epoch=epoch, version_tag=tags.content_addressed,
+                         source=source, revision=revision)
+    return BuildPlan(
+        project_root=context.project.root,
+        flavor=flavor.name,
+        platform=str(context.platform.docker),
+        conda_platform=subdir,
+        lock_path=context.lock_relative,
+        lock_sha256=context.lock_sha256,
+        epoch=epoch,
+        base_image=base_image,
+        name=name or local_name(flavor.name),
+        tags=tags,
+        labels=labels,
+        dockerfile=work / f"{flavor.name}.Dockerfile",
+        store_context=work / f"store-{flavor.name}-{subdir}",
+        installer_context=work / f"installer-{subdir}",
+        sbom_context=work / f"sbom-{flavor.name}-{subdir}",
+        builder=builder,
+    )
+
+
+def buildx_argv(
+    plan: BuildPlan, *, output: str, metadata_file: Path, no_cache: bool = False
+) -> list[str]:
+    """``docker buildx build`` for ``plan`` with ``output`` (``--output`` value)."""
+    argv = ["docker", "buildx", "build"]
+    if plan.builder:
+        argv += ["--builder", plan.builder]
+    argv += [
+        "--platform", plan.platform,
+        "--file", str(plan.dockerfile),
+        "--build-context", f"store={plan.store_context}",
+        "--build-context", f"installer={plan.installer_context}",
+        "--build-context", f"sbom={plan.sbom_context}",
+        "--build-arg", f"LOCK={plan.lock_path.as_posix()}",
+        "--build-arg", f"SOURCE_DATE_EPOCH={plan.epoch}",
+        "--provenance=false",
+        "--sbom=false",
+        "--output", output,
+        "--metadata-file", str(metadata_file),
+    ]  # fmt: skip
+    if plan.base_image:
+        argv += ["--build-arg", f"BASE_IMAGE={plan.base_image}"]
+    for key, value in sorted(plan.extra_args.items()):
+        argv += ["--build-arg", f"{key}={value}"]
+    for key, value in sorted(plan.labels.items()):
+        argv += ["--label", f"{key}={value}"]
+    if plan.target:
+        argv += ["--target", plan.target]
+    if no_cache:
+        argv.append("--no-cache")
+    argv.append(str(plan.project_root))
+    return argv
+
+def image_output(name: str) -> str:
+    """A docker-format tarball on stdout, for ``docker load``.
+
+    dockerd 26's own image exporter refuses ``rewrite-timestamp`` (it always unpacks), so
+    the image is exported as a tarball and loaded; the containerd image store keeps its
+    manifest digest.
+    """
+    return f"type=docker,name={name},dest=-,oci-mediatypes=true,rewrite-timestamp=true"
+
+def oci_output(dest: Path) -> str:
+    return f"type=oci,dest={dest},tar=false,rewrite-timestamp=true"

@@ -1,0 +1,168 @@
+"""``lockdock verify-repro``: two ``--no-cache`` builds into OCI layouts, compared per
+platform; when they differ, the config fields and layer files that differ are named."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lockdock import engine
+from lockdock.context import resolve_flavor
+from lockdock.engine import run_buildx
+from lockdock.errors import ReproducibilityError
+from lockdock.image.plan import buildx_argv, oci_output
+from lockdock.image.stage import prepare_build
+from lockdock.progress import say
+
+
+def _blob(layout: Path, digest: str) -> Path:
+    algorithm, hexdigest = digest.split(":", 1)
+    return layout / "blobs" / algorithm / hexdigest
+
+def _json_blob(layout: Path, digest: str) -> Any:
+    return json.loads(_blob(layout, digest).read_text(encoding="utf-8"))
+
+def platform_manifests(layout: Path) -> dict[str, str]:
+    """``{"linux/amd64": "sha256:..."}`` for every image manifest in an OCI layout."""
+    found: dict[str, str] = {}
+
+    def walk(descriptors: Iterable[Mapping[str, Any]], platform: str | None) -> None:
+        for desc in descriptors:
+            media = str(desc.get("mediaType", ""))
+            plat = desc.get("platform") or {}
+            here = f"{plat['os']}/{plat['architecture']}" if plat else platform
+            if media.endswith("image.index.v1+json") or media.endswith("manifest.list.v2+json"):
+                walk(_json_blob(layout, desc["digest"]).get("manifests", []), here)
+            else:
+                if here is None:
+                    manifest = _json_blob(layout, desc["digest"])
+                    config = _json_blob(layout, manifest["config"]["digest"])
+                    here = f"{config.get('os')}/{config.get('architecture')}"
+                if here != "unknown/unknown":  # attestation manifests
+                    found[here] = str(desc["digest"])
+
+    index = json.loads((layout / "index.json").read_text(encoding="utf-8"))
+    walk(index.get("manifests", []), None)
+    return found
+
+def _members(path: Path) -> dict[str, str]:
+    """Layer tar member -> description (type, mode, owner, mtime, content digest or target)."""
+    out: dict[str, str] = {}
+    with tarfile.open(path, mode="r:*") as archive:
+        for member in archive:
+            if member.isfile():
+                handle = archive.extractfile(member)
+                digest = hashlib.sha256(handle.read() if handle else b"").hexdigest()[:16]
+                what = f"file sha256:{digest}"
+            elif member.issym() or member.islnk():
+                what = f"link -> {member.linkname}"
+            else:
+                what = f"type {member.type!r}"
+            out[member.name] = (
+                f"{what} mode {member.mode:o} uid {member.uid} gid {member.gid} "
+                f"mtime {member.mtime}"
+            )
+    return out
+
+def diff_members(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
+    return [
+        f"{name}: {a.get(name, '<absent>')} != {b.get(name, '<absent>')}"
+        for name in sorted(set(a) | set(b))
+        if a.get(name) != b.get(name)
+    ]
+
+def explain_difference(layout_a: Path, layout_b: Path, manifest_a: str, manifest_b: str,
+                       limit: int = 30) -> list[str]:
+    """Lines naming what differs between two image manifests: config fields, layer files."""
+    lines: list[str] = []
+    man_a, man_b = _json_blob(layout_a, manifest_a), _json_blob(layout_b, manifest_b)
+    if man_a["config"]["digest"] != man_b["config"]["digest"]:
+        conf_a = _json_blob(layout_a, man_a["config"]["digest"])
+        conf_b = _json_blob(layout_b, man_b["config"]["digest"])
+        for key in sorted(set(conf_a) | set(conf_b)):
+            if key != "rootfs" and conf_a.get(key) != conf_b.get(key):
+                lines.append(f"image config field {key!r} differs")
+    layers_a, layers_b = man_a.get("layers", []), man_b.get("layers", [])
+    if len(layers_a) != len(layers_b):
+        lines.append(f"layer count differs: {len(layers_a)} != {len(layers_b)}")
+    for number, (la, lb) in enumerate(zip(layers_a, layers_b, strict=False), start=1):
+        if la["digest"] == lb["digest"]:
+            continue
+        differences = diff_members(
+            _members(_blob(layout_a, la["digest"])), _members(_blob(layout_b, lb["digest"]))
+        )
+        if not differences:
+            differences = ["(same files; the archive bytes or compression differ)"]
+        lines.append(f"layer {number} ({la['digest'][:19]} != {lb['digest'][:19]}):")
+        lines += [f"  {line}" for line in differences]
+    return lines[:limit]
+
+@dataclass(frozen=True)
+class ReproResult:
+    flavor: str
+    digests: tuple[Mapping[str, str], Mapping[str, str]]
+    differences: tuple[str, ...]
+
+    @property
+    def identical(self) -> bool:
+        return self.digests[0] == self.digests[1] and bool(self.digests[0])
+
+
+def verify_repro(
+    project_dir: Path,
+    flavor_name: str,
+    *,
+    platform: str | None = None,
+    base_image: str | None = None,
+    builder: str | None = None,
+    store: Path | None = None,
+    keep: Path | None = None,
+) -> ReproResult:
+    """Build twice from scratch (``--no-cache``) and compare per-platform manifest digests.
+
+    ReproducibilityError naming the differing files when they differ. ``keep``: leave the two
+    OCI layouts there (for inspection) instead of a temporary folder.
+    """
+    engine.check_engine(builder)  # through the module: tests fake the engine here
+    context = resolve_flavor(project_dir, flavor_name, platform)
+    plan = prepare_build(context, base_image=base_image, builder=builder, store=store)
+    with contextlib.ExitStack() as stack:
+        work = keep or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="lockdock-repro."))
+        )
+        layouts = []
+        for attempt in ("a", "b"):
+            layout = work / f"build-{attempt}"
+            shutil.rmtree(layout, ignore_errors=True)
+            argv = buildx_argv(plan, output=oci_output(layout),
+                               metadata_file=work / f"metadata-{attempt}.json", no_cache=True)
+            say(f"verify-repro: build {attempt} of {plan.flavor} ({plan.platform}), --no-cache")
+            run_buildx(argv, f"Reproducibility build {attempt} of {plan.flavor}")
+            layouts.append(layout)
+        first, second = platform_manifests(layouts[0]), platform_manifests(layouts[1])
+        differences: list[str] = []
+        for plat in sorted(set(first) | set(second)):
+            if first.get(plat) != second.get(plat):
+                differences.append(f"{plat}: {first.get(plat)} != {second.get(plat)}")
+                if plat in first and plat in second:
+                    differences += explain_difference(
+                        layouts[0], layouts[1], first[plat], second[plat]
+                    )
+        result = ReproResult(plan.flavor, (first, second), tuple(differences))
+    for plat, digest in sorted(first.items()):
+        say(f"verify-repro {plan.flavor} {plat}: {digest} / {second.get(plat)}")
+    if not result.identical:
+        raise ReproducibilityError(
+            f"Two --no-cache builds of {plan.flavor} ({plan.platform}) differ:\n"
+            + "\n".join(differences)
+        )
+    say(f"verify-repro {plan.flavor}: identical")
+    return result
