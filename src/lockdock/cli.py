@@ -124,7 +124,7 @@ def fetch(
     jobs: int,
 ) -> None:
     """Download every locked artifact into the hash-verified store."""
-    from lockdock.fetch import project_artifacts
+    from lockdock.fetch import build_locked_sdists, project_artifacts, require_built
     from lockdock.installer import store as store_mod
     from lockdock.progress import say
 
@@ -132,9 +132,12 @@ def fetch(
     artifacts = project_artifacts(ctx.project_dir, flavors, platforms)
     if check:
         count = store_mod.require_complete(artifacts, target)
+        require_built(artifacts, target)
         say(f"store {target}: all {count} artifact(s) present")
         return
     report = store_mod.fetch(artifacts, target, jobs=jobs)
+    if sdists := build_locked_sdists(artifacts, target):
+        say(f"store {target}: {sdists} pip sdist(s) built into wheels (once, reproducibly)")
     say(
         f"store {target}: {len(report.downloaded)} downloaded, "
         f"{len(report.already_present)} already present"

@@ -30,3 +30,26 @@ def project_artifacts(
             )
         artifacts += lock_artifacts(read_lock(flavor.lock_path), platforms)
     return artifacts
+
+
+def build_locked_sdists(artifacts: Sequence[LockedArtifact], store: Path) -> int:
+    """After the downloads: build every locked pip sdist into a wheel once (lockdock.sdist).
+
+    Returns how many sdists the lock pins (built now or before)."""
+    from lockdock.sdist import build_sdists
+
+    return len(build_sdists(artifacts, store))
+
+
+def require_built(artifacts: Sequence[LockedArtifact], store: Path) -> None:
+    """``fetch --check``: IntegrityError listing every locked sdist with no built wheel."""
+    from lockdock.errors import IntegrityError
+    from lockdock.installer.store import list_missing
+    from lockdock.sdist import unbuilt
+
+    missing = unbuilt(artifacts, store)
+    if missing:
+        raise IntegrityError(
+            f"{len(missing)} locked pip sdist(s) have no wheel built in store {store} (run "
+            f"`lockdock fetch`: it builds pure-Python sdists once):\n{list_missing(missing)}"
+        )

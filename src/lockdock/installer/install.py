@@ -66,6 +66,7 @@ from lockdock.errors import (
     LockdockError,
     UsageError,
 )
+from lockdock.installer.built import wheels_for_install
 from lockdock.installer.lockfile import LockedArtifact, read_lock
 from lockdock.installer.store import (
     STORE_DIR,
@@ -218,13 +219,8 @@ def locked_selection(
     chosen = platform or current_platform()
     lock = read_lock(lock_path)
     artifacts = lock.select(chosen, categories or ("main",))
-    not_wheels = [a for a in artifacts if a.manager == "pip" and not a.filename.endswith(".whl")]
-    if not_wheels:
-        raise InstallError(
-            f"Lock {lock_path} pins pip artifacts that are not wheels: "
-            f"{', '.join(describe(a) for a in not_wheels)}. The installer builds nothing "
-            "from source; lock wheels only."
-        )
+    # pip sdists are fine here: verifying reads names and versions only, and install()
+    # puts the wheel `lockdock fetch` built from each (lockdock.installer.built) in its place.
     unknown = [a for a in artifacts if a.manager not in ("conda", "pip")]
     if unknown:
         raise InstallError(
@@ -650,7 +646,8 @@ def install(
     seconds: dict[str, float] = {}
     verify_artifacts(artifacts, store, jobs=jobs)
     conda = [a for a in artifacts if a.manager == "conda"]
-    pip = [a for a in artifacts if a.manager == "pip"]
+    pip = wheels_for_install([a for a in artifacts if a.manager == "pip"], store, lock_path)
+    verify_artifacts([a for a in pip if a not in artifacts], store, jobs=jobs)  # built wheels
 
     # The lock beside the prefix first (an unwritable target fails here, before py-rattler
     # runs); the prefix itself is touched only after every archive was checked.

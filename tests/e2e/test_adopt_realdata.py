@@ -1,0 +1,156 @@
+"""Adopting real conda-lock projects as they are (tests/data: real files, bytes unchanged).
+
+- bodo: three `-f` source files (`category: main` / `dev`, `#[linux64]` selectors,
+  `bodo.ai/linux-64::` specs) re-solved against a channel rebuilt from its own lock's
+  records give back the lock's package set, category by category;
+- repo2docker: an explicit (@EXPLICIT) lock works for sbom / fetch --check / install
+  --offline, the last two failing cleanly and naming the missing artifacts;
+- larsnet-midi: its pure-Python pip sdist (midiutil) builds into a wheel, twice to one hash.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lockdock.cli import main
+from lockdock.installer import store as store_mod
+from lockdock.installer.built import read_built, record_path
+from lockdock.installer.lockfile import Lock, read_lock
+from lockdock.lock import Mirrors, lock_project
+from lockdock.sdist import SOURCE_DATE_EPOCH, build_sdists, unbuilt
+from lockdock.spec import load_project
+from lockdock.testing.flavors import write_flavor
+from tests.data import BODO, BODO_SOURCES, LARSNET, REPO2DOCKER_ENV, REPO2DOCKER_EXPLICIT
+from tests.fixtures.lock_channel import build_lock_channels, locked_set
+
+
+def run_cli(project: Path, *args: str) -> int:
+    with pytest.raises(SystemExit) as exited:
+        main(["-C", str(project), *args])
+    return int(exited.value.code or 0)
+
+
+# --- bodo: N source files, categories, spec channels -------------------------------------
+
+
+def inconsistent_dev(lock: Lock, platform: str) -> set[tuple[str, str, str]]:
+    """Entries the lock marks `dev` although one of its `main` entries depends on them.
+
+    (The conda-lock that wrote bodo's lock did that; conda-lock today, and lockdock, put a
+    dependency of a main package into main: installing main alone must work.)"""
+    entries = [a for a in lock.artifacts if a.platform == platform and a.manager == "conda"]
+    main_needs = {d for a in entries if "main" in a.categories for d in a.dependencies}
+    return {
+        (a.name, a.version, a.build or "")
+        for a in entries
+        if a.categories == {"dev"} and a.name in main_needs
+    }
+
+
+def test_bodo_three_files_reproduce_the_locked_set_per_category(tmp_path: Path) -> None:
+    recorded = read_lock(BODO)
+    channels = build_lock_channels(recorded, ["linux-64"], tmp_path / "channels")
+    assert set(channels.folders) == {"conda-forge", "bodo.ai"}
+    project = tmp_path / "bodo"
+    project.mkdir()
+    main_yml, *overlays = BODO_SOURCES
+    shutil.copy(main_yml, project / "environment.yml")
+    flavor_dir = write_flavor(
+        project / "images", "bodo",
+        'accelerator = "cpu"\ndefault = true\nenvironment = ["dev.yml", "platform.yml"]\n'
+        'platforms = ["linux-64"]\n',
+    )  # fmt: skip
+    for source in overlays:
+        shutil.copy(source, flavor_dir / source.name)
+    flavor = load_project(project).flavors["bodo"]
+    assert [p.name for p in flavor.environment_files] == ["environment.yml", "dev.yml",
+                                                          "platform.yml"]  # fmt: skip
+    (result,) = lock_project(load_project(project),
+                             mirrors=Mirrors.parse(channels.mirror_options()))  # fmt: skip
+    ours = read_lock(result.lock_path)
+    assert ours.channels == ("bodo.ai", "conda-forge")
+    moved = inconsistent_dev(recorded, "linux-64")
+    assert {name for name, _, _ in moved} <= {"setuptools", "pyyaml"}  # what we know of
+    want_main = locked_set(recorded, "linux-64", ["main"]) | moved
+    want_dev = locked_set(recorded, "linux-64", ["dev"]) - moved
+    assert len(want_main) > 400 and len(want_dev) > 60
+    assert locked_set(ours, "linux-64", ["main"]) == want_main
+    assert locked_set(ours, "linux-64", ["dev"]) == want_dev
+    # the custom channel's packages came from it (`bodo.ai/linux-64::pyarrow`)
+    pyarrow = next(a for a in ours.artifacts if a.name == "pyarrow")
+    assert pyarrow.url.startswith(channels.folders["bodo.ai"].as_uri())
+
+
+# --- repo2docker: an explicit lock -------------------------------------------------------
+
+
+@pytest.fixture
+def explicit_project(tmp_path: Path) -> Path:
+    project = tmp_path / "r2d"
+    project.mkdir()
+    shutil.copy(REPO2DOCKER_ENV, project / "environment.yml")
+    write_flavor(project / "images", "cpu")
+    shutil.copy(REPO2DOCKER_EXPLICIT, project / "conda-lock.yml")
+    return project
+
+
+def test_explicit_lock_sbom_fetch_check_and_offline_install(
+    explicit_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sbom = tmp_path / "sbom.json"
+    assert run_cli(explicit_project, "sbom", "cpu", "--platform", "linux-aarch64",
+                   "-o", str(sbom)) == 0  # fmt: skip
+    components = json.loads(sbom.read_text(encoding="utf-8"))["components"]
+    assert len(components) == 174
+    assert all(any(h["alg"] == "MD5" for h in c["hashes"]) for c in components)
+    capsys.readouterr()
+
+    assert run_cli(explicit_project, "fetch", "--check") == 7
+    err = capsys.readouterr().err
+    assert "174 artifact(s) missing from store" in err
+    listed = [line for line in err.splitlines() if line.startswith("  - ")]
+    assert len(listed) == 20
+    assert listed == sorted(listed)
+    assert "... and 154 more" in err
+    assert "Traceback" not in err
+
+    prefix = tmp_path / "prefix"
+    code = run_cli(explicit_project, "install", str(explicit_project / "conda-lock.yml"),
+                   "--prefix", str(prefix), "--platform", "linux-aarch64", "--offline")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 7, err
+    assert "--offline and 174 artifact(s)" in err and "  - _openmp_mutex 4.5 (conda," in err
+    assert not prefix.exists()  # nothing written
+
+
+# --- larsnet-midi: a pure-Python sdist ---------------------------------------------------
+
+
+@pytest.mark.network
+def test_larsnet_sdist_builds_into_one_reproducible_wheel(tmp_path: Path) -> None:
+    lock = read_lock(LARSNET)
+    sdists = [a for a in lock.select("linux-64") if a.manager == "pip"
+              and not a.filename.endswith(".whl")]  # fmt: skip
+    assert [a.name for a in sdists] == ["midiutil"]
+    wheels = []
+    for attempt in ("a", "b"):
+        store = tmp_path / f"store-{attempt}"
+        store_mod.fetch(sdists, store)  # the sdist itself, hash-verified
+        assert unbuilt(sdists, store) == sdists
+        (built,) = build_sdists(sdists, store)
+        assert unbuilt(sdists, store) == []
+        assert built.wheel_filename == "midiutil-1.2.1-py3-none-any.whl"
+        path = store_mod.artifact_path(store, built.artifact)
+        assert store_mod.verify_file(built.artifact, path) is None
+        record = json.loads(record_path(store, sdists[0].sha256 or "").read_text())
+        assert record["build"]["source_date_epoch"] == SOURCE_DATE_EPOCH
+        assert any("--hash=sha256:" in r for r in record["build"]["requirements"])
+        assert read_built(store, sdists[0]) == built
+        wheels.append(built.wheel_sha256)
+        # building again is a no-op: the record and the wheel are there
+        assert build_sdists(sdists, store) == [built]
+    assert wheels[0] == wheels[1]
