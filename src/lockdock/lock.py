@@ -131,6 +131,9 @@ class FlavorPlan:
     #: Channels named only in ``channel::package`` specs, after ``channels:`` (lowest
     #: priority, as conda adds them); solved from and listed in the lock's metadata.
     spec_channels: tuple[str, ...] = ()
+    #: Extra pip indexes: flavor.toml ``pip-indexes``, then ``pip-repositories:``.
+    pip_indexes: tuple[str, ...] = ()
+    allow_pypi: bool = True
 
     @property
     def solve_channels(self) -> tuple[str, ...]:
@@ -335,6 +338,13 @@ def plan_flavor(
                 content_hash=hashes[platform],
             )
         )
+    if any(p.pip_requirements for p in platforms):  # refuse an unusable index before solving
+        from lockdock.pip_resolve import index_options
+
+        index_options(
+            (*getattr(flavor, "pip_indexes", ()), *(r.url for r in spec.pip_repositories)),
+            spec.allow_pypi_requests,
+        )
     return FlavorPlan(
         flavor=flavor,
         lock_spec=spec,
@@ -342,6 +352,11 @@ def plan_flavor(
         channels=tuple(c.url for c in spec.channels),
         platforms=tuple(platforms),
         spec_channels=spec_channels(spec),
+        pip_indexes=(
+            *getattr(flavor, "pip_indexes", ()),
+            *(r.url for r in spec.pip_repositories),
+        ),
+        allow_pypi=spec.allow_pypi_requests,
     )
 
 
@@ -634,8 +649,9 @@ def _pip_entries(
     started = time.perf_counter()
     with progress.status(f"{plan.flavor.name}/{platform}: resolving pip requirements"):
         packages = resolve_pip(
-            platform_plan.pip_requirements, target, _python_distributions(records)
-        )
+            platform_plan.pip_requirements, target, _python_distributions(records),
+            indexes=plan.pip_indexes, allow_pypi=plan.allow_pypi,
+        )  # fmt: skip
     timings.pip += time.perf_counter() - started
     return {
         p.name: LockedDependency(

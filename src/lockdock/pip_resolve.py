@@ -31,6 +31,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from packaging import tags as packaging_tags
 from packaging.utils import (
@@ -341,14 +342,51 @@ def _uv_failure(stderr: str, target: PipTarget, requirements: Sequence[str]) -> 
     )
 
 
+def index_options(indexes: Sequence[str], allow_pypi: bool = True) -> list[str]:
+    """uv options for extra pip indexes (flavor.toml ``pip-indexes``, environment.yml
+    ``pip-repositories``), after the conda-provided stubs and before PyPI, which stays the
+    default index unless ``allow-pypi-requests: false``. Pure; refuses what it cannot honour.
+    """
+    from lockdock.errors import SpecError
+
+    options: list[str] = []
+    for number, url in enumerate(indexes, start=1):
+        parsed = urlparse(url)
+        if parsed.scheme not in ("https", "http", "file") or not (parsed.netloc or parsed.path):
+            raise SpecError(f"pip index {url!r} is not an http(s):// or file:// URL.")
+        if "$" in url or parsed.username or parsed.password:
+            raise SpecError(
+                f"pip index {url!r} carries credentials or environment variables: lockdock "
+                "records artifact URLs in the lock and downloads them without credentials, "
+                "so it locks only from indexes readable without them."
+            )
+        if allow_pypi or number < len(indexes):
+            options += ["--index", f"extra{number}={url}"]
+        else:  # the last one replaces PyPI as the default (lowest-priority) index
+            options += ["--default-index", url]
+    if not allow_pypi and not indexes:
+        raise SpecError(
+            "`allow-pypi-requests: false` with no `pip-repositories` / `pip-indexes`: the "
+            "pip part would have no index to resolve from."
+        )
+    return options
+
+
 def resolve_pip(
     requirements: Sequence[str],
     target: PipTarget,
     provided: Iterable[ProvidedDistribution] = (),
+    indexes: Sequence[str] = (),
+    allow_pypi: bool = True,
 ) -> list[PipPackage]:
-    """Resolve ``requirements`` (PEP 508 strings) for ``target``; sorted by name."""
+    """Resolve ``requirements`` (PEP 508 strings) for ``target``; sorted by name.
+
+    ``indexes`` are searched before PyPI, first index first (uv's ``first-index``: a
+    package found in one index is taken only from it, so an index cannot be shadowed).
+    """
     if not requirements:
         return []
+    extra = index_options(indexes, allow_pypi)
     stubs, excluded = split_provided(provided)
     stub_names = {str(canonicalize_name(s.name)) for s in stubs}
     uv_platform = target.uv_platform()
@@ -372,6 +410,8 @@ def resolve_pip(
                 "--index", f"conda-provided={index.as_uri()}",
                 "--index-strategy", "first-index",
             ]  # fmt: skip
+        if extra:
+            common += [*extra, "--index-strategy", "first-index"] if not stubs else extra
         if excluded:
             (work / "excludes.txt").write_text("\n".join(excluded) + "\n", encoding="utf-8")
             common += ["--excludes", "excludes.txt"]

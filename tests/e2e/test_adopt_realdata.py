@@ -23,8 +23,10 @@ from lockdock.installer.lockfile import Lock, read_lock
 from lockdock.lock import Mirrors, lock_project
 from lockdock.sdist import SOURCE_DATE_EPOCH, build_sdists, unbuilt
 from lockdock.spec import load_project
-from lockdock.testing.flavors import write_flavor
+from lockdock.testing.flavors import STANDARD_FLAVORS, write_flavor
+from lockdock.testing.installs import make_wheel
 from tests.data import BODO, BODO_SOURCES, LARSNET, REPO2DOCKER_ENV, REPO2DOCKER_EXPLICIT
+from tests.fixtures.channel import CPU_ENV, ServedChannel, write_project
 from tests.fixtures.lock_channel import build_lock_channels, locked_set
 
 
@@ -154,3 +156,41 @@ def test_larsnet_sdist_builds_into_one_reproducible_wheel(tmp_path: Path) -> Non
         # building again is a no-op: the record and the wheel are there
         assert build_sdists(sdists, store) == [built]
     assert wheels[0] == wheels[1]
+
+
+# --- pip-repositories / pip-indexes: honoured ------------------------------------------
+
+
+@pytest.mark.network
+def test_pip_repositories_and_flavor_pip_indexes_are_honoured(
+    tmp_path: Path, served_channel: ServedChannel
+) -> None:
+    """A wheel only on a local index is locked from it (PyPI stays the fallback)."""
+    index = tmp_path / "index"
+    for name in ("only-here", "also-here"):
+        folder = index / name
+        folder.mkdir(parents=True)
+        wheel = make_wheel(folder, name.replace("-", "_"), "1.0",
+                           {f"{name.replace('-', '_')}/__init__.py": ""})  # fmt: skip
+        (folder / "index.html").write_text(
+            f'<html><body><a href="{wheel.name}">{wheel.name}</a></body></html>\n',
+            encoding="utf-8",
+        )
+    environment = CPU_ENV.format(channel=served_channel.url) + (
+        "  - pip\n  - pip:\n    - only-here\n"
+        f"pip-repositories:\n  - {index.as_uri()}\n"
+    )
+    project = write_project(tmp_path / "p", environment)
+    (result,) = lock_project(load_project(project))
+    pip = {a.name: a for a in read_lock(result.lock_path).select("linux-64")
+           if a.manager == "pip"}  # fmt: skip
+    assert pip["only-here"].url == (index / "only-here" / "only_here-1.0-py3-none-any.whl").as_uri()
+    # the same through flavor.toml `pip-indexes`
+    flavor_toml = STANDARD_FLAVORS["cpu"] + f'pip-indexes = ["{index.as_uri()}"]\n'
+    environment = CPU_ENV.format(channel=served_channel.url) + (
+        "  - pip\n  - pip:\n    - also-here\n"
+    )
+    project = write_project(tmp_path / "q", environment, {"cpu": {"flavor.toml": flavor_toml}})
+    (result,) = lock_project(load_project(project))
+    urls = [a.url for a in read_lock(result.lock_path).select("linux-64") if a.manager == "pip"]
+    assert urls == [(index / "also-here" / "also_here-1.0-py3-none-any.whl").as_uri()]

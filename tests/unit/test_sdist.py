@@ -143,3 +143,38 @@ def test_a_corrupt_record_is_an_integrity_error(tmp_path: Path) -> None:
     record.write_text("{not json", encoding="utf-8")
     with pytest.raises(IntegrityError, match="unreadable"):
         read_built(tmp_path, sdist)
+
+
+# --- pip indexes (flavor.toml pip-indexes, environment.yml pip-repositories) --------------
+
+
+def test_pip_indexes_are_honoured_in_order_before_pypi() -> None:
+    from lockdock.pip_resolve import index_options
+
+    assert index_options(()) == []
+    assert index_options(["https://a.example/simple", "file:///srv/wheels"]) == [
+        "--index", "extra1=https://a.example/simple", "--index", "extra2=file:///srv/wheels",
+    ]  # fmt: skip
+    # allow-pypi-requests: false -> the last index replaces PyPI as the default
+    assert index_options(["https://a.example/simple", "https://b.example/simple"], False) == [
+        "--index", "extra1=https://a.example/simple",
+        "--default-index", "https://b.example/simple",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("indexes", "allow_pypi", "message"),
+    [
+        (["https://user:$TOKEN@private.example/simple"], True, "credentials"),
+        (["ftp://old.example/simple"], True, "not an http"),
+        ([], False, "no index to resolve from"),
+    ],
+)
+def test_pip_indexes_lockdock_cannot_honour_are_refused(
+    indexes: list[str], allow_pypi: bool, message: str
+) -> None:
+    from lockdock.errors import SpecError
+    from lockdock.pip_resolve import index_options
+
+    with pytest.raises(SpecError, match=message):
+        index_options(indexes, allow_pypi)
