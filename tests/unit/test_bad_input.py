@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -77,7 +78,8 @@ def conda_package(directory: Path, name: str, version: str, depends: tuple[str, 
     return path
 
 
-def entry(path: Path, name: str, version: str, depends: dict[str, str] | None = None) -> dict:
+def entry(path: Path, name: str, version: str,
+          depends: dict[str, str] | None = None) -> dict[str, Any]:
     data = path.read_bytes()
     return {
         "name": name, "version": version, "manager": "conda", "platform": "linux-64",
@@ -87,7 +89,7 @@ def entry(path: Path, name: str, version: str, depends: dict[str, str] | None = 
     }
 
 
-def lock_data(entries: list[dict]) -> dict:
+def lock_data(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "version": 1,
         "metadata": {
@@ -104,7 +106,7 @@ class Project:
     root: Path  # the test's folder: everything in it is watched
     project: Path
     pkgs: Path
-    entries: list[dict] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def lock(self) -> Path:
@@ -114,11 +116,11 @@ class Project:
     def store(self) -> Path:
         return self.project / ".lockdock" / "store"
 
-    def write_lock(self, data: dict | None = None) -> None:
+    def write_lock(self, data: dict[str, Any] | None = None) -> None:
         self.lock.write_text(yaml.safe_dump(data or lock_data(self.entries), sort_keys=False),
                              encoding="utf-8")
 
-    def edit_lock(self, change: Callable[[dict], None]) -> None:
+    def edit_lock(self, change: Callable[[dict[str, Any]], object]) -> None:
         data = lock_data(json.loads(json.dumps(self.entries)))
         change(data)
         self.write_lock(data)
@@ -207,12 +209,12 @@ class Case:
     argv: tuple[str, ...]  # after `-C <project>`; {lock} {store} {root} {prefix} substituted
     code: int
     culprit: str  # substring the message must contain; {root} substituted
-    setup: Callable[[Project], None] = lambda p: None
+    setup: Callable[[Project], object] = lambda p: None
     read_only: str | None = None  # folder (relative to the watched root) mounted read-only
     env: tuple[tuple[str, str], ...] = ()
 
 
-def latin1(path: str) -> Callable[[Project], None]:
+def latin1(path: str) -> Callable[[Project], object]:
     def setup(p: Project) -> None:
         target = p.project / path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -229,13 +231,13 @@ def missing_lock(p: Project) -> None:
     p.lock.unlink()
 
 
-def env_text(text: str) -> Callable[[Project], None]:
+def env_text(text: str) -> Callable[[Project], object]:
     def setup(p: Project) -> None:
         (p.project / "environment.yml").write_text(text, encoding="utf-8")
     return setup
 
 
-def lock_raw(text: Callable[[Project], str]) -> Callable[[Project], None]:
+def lock_raw(text: Callable[[Project], str]) -> Callable[[Project], object]:
     def setup(p: Project) -> None:
         p.lock.write_text(text(p), encoding="utf-8")
     return setup
@@ -250,9 +252,9 @@ def missing_dependency(p: Project) -> None:
     p.edit_lock(lambda d: d["package"].pop(0))  # libzero, which hello depends on
 
 
-def lock_version(value: object) -> Callable[[Project], None]:
+def lock_version(value: object) -> Callable[[Project], object]:
     def setup(p: Project) -> None:
-        def change(d: dict) -> None:
+        def change(d: dict[str, Any]) -> None:
             if value is None:
                 del d["version"]
             else:
@@ -261,31 +263,31 @@ def lock_version(value: object) -> Callable[[Project], None]:
     return setup
 
 
-def hash_value(algorithm: str, value: str) -> Callable[[Project], None]:
+def hash_value(algorithm: str, value: str) -> Callable[[Project], object]:
     def setup(p: Project) -> None:
         p.edit_lock(lambda d: d["package"][1]["hash"].__setitem__(algorithm, value))
     return setup
 
 
-def url_value(value: str) -> Callable[[Project], None]:
+def url_value(value: str) -> Callable[[Project], object]:
     def setup(p: Project) -> None:
         p.edit_lock(lambda d: d["package"][1].__setitem__("url", value))
     return setup
 
 
-def vpkgs(text: str, encoding: str = "utf-8") -> Callable[[Project], None]:
+def vpkgs(text: str, encoding: str = "utf-8") -> Callable[[Project], object]:
     def setup(p: Project) -> None:
         (p.project / "images" / "cpu" / "virtual-packages.yml").write_bytes(text.encode(encoding))
     return setup
 
 
-def images_lock(data: bytes) -> Callable[[Project], None]:
+def images_lock(data: bytes) -> Callable[[Project], object]:
     def setup(p: Project) -> None:
         (p.project / "images.lock.json").write_bytes(data)
     return setup
 
 
-def dockerfile(text: str, name: str = "Dockerfile.app") -> Callable[[Project], None]:
+def dockerfile(text: str, name: str = "Dockerfile.app") -> Callable[[Project], object]:
     def setup(p: Project) -> None:
         (p.project / name).write_text(text, encoding="utf-8")
     return setup
@@ -315,7 +317,7 @@ def directory_at_store_file(p: Project) -> None:
     (p.store / "sha256" / sha / "hello-1.0-0.tar.bz2").mkdir(parents=True)
 
 
-def project_subdir(name: str) -> Callable[[Project], None]:
+def project_subdir(name: str) -> Callable[[Project], object]:
     def setup(p: Project) -> None:
         (p.root / name).mkdir(parents=True, exist_ok=True)
     return setup
@@ -459,7 +461,7 @@ CASES = [
          images_lock(json.dumps({"version": 1, "images": []}).encode())),
     Case("devcontainer-differs", ("devcontainer", "cpu"), 2, "already exists and differs",
          lambda p: (images_lock(VALID_IMAGES_LOCK)(p),
-                    (p.project / ".devcontainer").mkdir(),
+                    (p.project / ".devcontainer").mkdir(),  # type: ignore[func-returns-value]
                     (p.project / ".devcontainer" / "devcontainer.json").write_text("{}\n"))),
     # 7. pin
     Case("pin-from-variable-only", ("pin", "127.0.0.1:9/x", "--file",
@@ -723,3 +725,19 @@ def test_pin_all_files_or_none_when_one_is_read_only(proj: Project) -> None:
             proj.root / "ro", proj.root)
     assert_clean_failure(code, output, 16, f"{proj.root}/ro/Dockerfile")
     assert snapshot(proj.root) == before  # the first file was not rewritten either
+
+
+def test_readme_exit_codes_cover_every_error_class_and_case() -> None:
+    """The README's table lists every exit code an error class has and every code the
+    cases above expect (and nothing else)."""
+    import re
+
+    from lockdock import errors
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Exit codes", 1)[1]
+    documented = {int(c) for c in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
+    classes = {cls.exit_code for cls in vars(errors).values()
+               if isinstance(cls, type) and issubclass(cls, errors.LockdockError)}
+    expected = {c.code for c in CASES + READ_ONLY_CASES}
+    assert classes | expected | {0, errors.INTERRUPTED_EXIT} == documented
