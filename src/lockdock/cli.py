@@ -221,9 +221,16 @@ def _require_fresh_lock(ctx: _Context, flavor: str) -> None:
 @click.option("--builder", default=None, help="buildx builder (remote, Kubernetes...).")
 @click.option("--name", default=None, help="Image name (default: lockdock/FLAVOR).")
 @click.option("--force", is_flag=True, help="Rebuild even when the content-addressed tag exists.")
+@click.option("--compression", type=click.Choice(["gzip", "zstd"]), default="gzip",
+              show_default=True, help="Layer compression (gzip level 6, zstd level 3).")
+@click.option("--cache-from", multiple=True, metavar="REF|type=...",
+              help="BuildKit cache to import: registry REF, type=gha or type=local,src=DIR.")
+@click.option("--cache-to", multiple=True, metavar="REF|type=...",
+              help="BuildKit cache to export (registry REF: mode=max); not the docker driver.")
 @pass_ctx
 def build(ctx: _Context, flavor: str, platform: str | None, base_image: str | None,
-          builder: str | None, name: str | None, force: bool) -> None:
+          builder: str | None, name: str | None, force: bool, compression: str,
+          cache_from: tuple[str, ...], cache_to: tuple[str, ...]) -> None:
     """Build FLAVOR's image from the fetched store with BuildKit, no network, reproducibly.
 
     Tags NAME:FLAVOR-<lock sha256[:12]> (content-addressed), a descriptive and NAME:latest;
@@ -233,7 +240,8 @@ def build(ctx: _Context, flavor: str, platform: str | None, base_image: str | No
 
     _require_fresh_lock(ctx, flavor)
     build_command(ctx.project_dir, flavor, platform=platform, base_image=base_image,
-                  builder=builder, name=name, force=force)
+                  builder=builder, name=name, force=force, compression=compression,
+                  cache_from=cache_from, cache_to=cache_to)
 
 
 @cli.command("verify-repro")
