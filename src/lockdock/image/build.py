@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from lockdock import engine
+from lockdock.buildopts import (
+    DEFAULT_COMPRESSION,
+    cache_argv,
+    check_cache_to,
+    with_compression,
+)
 from lockdock.context import FlavorContext, resolve_flavor
 from lockdock.engine import (
     image_id,
@@ -60,6 +66,9 @@ def build(
     force: bool = False,
     store: Path | None = None,
     no_cache: bool = False,
+    compression: str = DEFAULT_COMPRESSION,
+    cache_from: tuple[str, ...] = (),
+    cache_to: tuple[str, ...] = (),
 ) -> BuildResult:
     """Build ``context``'s flavor for its platform and tag it (see the module docstring)."""
     references = planned_tags(context, native_platform()).named(
@@ -71,13 +80,16 @@ def build(
         print(existing)
         return BuildResult(context.flavor.name, str(context.platform.docker), references[0],
                            existing, references, built=False)
+    cache = cache_argv(cache_from, cache_to)  # lockdock.buildopts: checked before any work
+    check_cache_to(builder, cache_to)
     plan = prepare_build(context, base_image=base_image, builder=builder, name=name,
                          store=store)
     temporary = f"{plan.name}:building-{os.getpid()}-{os.urandom(4).hex()}"
     with tempfile.TemporaryDirectory(prefix="lockdock-build.") as tmp:
         metadata = Path(tmp) / "metadata.json"
-        argv = buildx_argv(plan, output=image_output(temporary), metadata_file=metadata,
-                           no_cache=no_cache)
+        argv = buildx_argv(plan, output=with_compression(image_output(temporary), compression),
+                           metadata_file=metadata, no_cache=no_cache)
+        argv[-1:-1] = cache  # before the context path, buildx_argv's last element
         say(f"building {plan.flavor} ({plan.platform}) with SOURCE_DATE_EPOCH={plan.epoch}")
         try:
             run_buildx(argv, f"The build of {plan.flavor} ({plan.platform})", load=True)
@@ -106,13 +118,17 @@ def build_command(
     builder: str | None = None,
     name: str | None = None,
     force: bool = False,
+    compression: str = DEFAULT_COMPRESSION,
+    cache_from: tuple[str, ...] = (),
+    cache_to: tuple[str, ...] = (),
 ) -> BuildResult:
     """What ``lockdock build`` and ``nox -s build-<flavor>`` run: the engine first (before
     any work), then the flavor resolved once. The lock's freshness against its inputs is the
     caller's to check (``lockdock build`` runs ``lock --check`` first)."""
     engine.check_engine(builder)  # through the module: tests fake the engine here
     context = resolve_flavor(project_dir, flavor, platform)
-    return build(context, base_image=base_image, builder=builder, name=name, force=force)
+    return build(context, base_image=base_image, builder=builder, name=name, force=force,
+                 compression=compression, cache_from=cache_from, cache_to=cache_to)
 
 
 def verify_repro_command(
