@@ -31,7 +31,8 @@ import textwrap
 import urllib.request
 from pathlib import Path
 
-from lockdock.lock import LockResult, lock_project
+from lockdock.lock import lock_project
+from lockdock.solve import LockResult
 from lockdock.spec import load_project
 from lockdock.testing import ChannelServer
 
