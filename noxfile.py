@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -39,51 +41,56 @@ def lock(session: nox.Session) -> None:
     session.run("lockdock", "lock", *session.posargs)
 
 
-def _build(session: nox.Session, flavor: str) -> None:
-    """`lockdock build FLAVOR` (posargs: --base-image REF, --builder NAME, --force, ...)."""
-    session.install("-e", ".")
-    session.run("lockdock", "build", flavor, *session.posargs)
+def _flavor_sessions(flavor: str) -> None:
+    """``build-FLAVOR`` and ``test-FLAVOR`` for one flavor folder."""
+
+    def build(session: nox.Session) -> None:
+        session.install("-e", ".")
+        session.run("lockdock", "build", flavor, *session.posargs)
+
+    def gate(session: nox.Session) -> None:
+        session.install("-e", ".")
+        session.run("lockdock", "test", flavor, *session.posargs)
+
+    build.__doc__ = (f"`lockdock build {flavor}` from the fetched store (posargs: "
+                     "--base-image REF, --builder NAME, --force, ...).")
+    gate.__doc__ = (f"`lockdock test {flavor}`: the gates in its image, report in .lockdock/ "
+                    "(posargs: e.g. --image REF).")
+    nox.session(name=f"build-{flavor}")(build)
+    nox.session(name=f"test-{flavor}")(gate)
 
 
-@nox.session(name="build-cpu")
-def build_cpu(session: nox.Session) -> None:
-    """Build the cpu image from the fetched store (BuildKit, no network, reproducible)."""
-    _build(session, "cpu")
-
-
-@nox.session(name="build-cuda")
-def build_cuda(session: nox.Session) -> None:
-    """Build the cuda image from the fetched store."""
-    _build(session, "cuda")
+#: One build and one test session per flavor folder (what each flavor is, is lockdock's to
+#: say: `lockdock flavors`); nox runs without lockdock installed, so this is the folder rule
+#: of lockdock.spec: every folder of images/ holding a flavor.toml.
+FLAVORS = sorted(p.parent.name for p in Path(__file__).parent.glob("images/*/flavor.toml"))
+for _flavor in FLAVORS:
+    _flavor_sessions(_flavor)
 
 
 @nox.session
 def dockerfile(session: nox.Session) -> None:
     """Regenerate the top-level Dockerfile from images/base + the default flavor's folder."""
     session.install("-e", ".")
-    session.run("python", "-c",
-                "from lockdock.image.dockerfile import write_top_level_dockerfile as w; print(w('.'))")
-
-
-def _gate(session: nox.Session, flavor: str) -> None:
-    """`lockdock test FLAVOR` in the flavor's image (posargs: e.g. --image REF)."""
-    session.install("-e", ".")
-    session.run("lockdock", "test", flavor, *session.posargs)
-
-
-@nox.session(name="test-cpu")
-def test_cpu(session: nox.Session) -> None:
-    """Gate the cpu image: the tests/image payload inside it, health report in .lockdock/."""
-    _gate(session, "cpu")
-
-
-@nox.session(name="test-cuda")
-def test_cuda(session: nox.Session) -> None:
-    """Gate the cuda image (GPU checks run when the host has a GPU, else skip with a reason)."""
-    _gate(session, "cuda")
+    session.run("python", "-c", "from lockdock.image.dockerfile import "
+                "write_top_level_dockerfile as w; print(w('.'))")
 
 
 # --- CI: the GitHub workflows call only these (logic in lockdock and ci/) ---------------
+
+
+@nox.session(name="ci-flavors")
+def ci_flavors(session: nox.Session) -> None:
+    """The flavors as a JSON list, into $GITHUB_OUTPUT as `names` (the CI matrices)."""
+    import os
+
+    session.install("-e", ".")
+    names = str(session.run("lockdock", "flavors", "--json", silent=True)).strip()
+    print(names)
+    output = os.environ.get("GITHUB_OUTPUT")
+    if output:
+        with open(output, "a", encoding="utf-8") as handle:
+            handle.write(f"names={names}\n")
 
 
 @nox.session(name="ci-build")

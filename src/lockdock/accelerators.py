@@ -69,6 +69,19 @@ class Accelerator:
     def device_request(self) -> DeviceRequest:
         return DeviceRequest()
 
+    def devcontainer(self) -> dict[str, Any]:
+        """What a devcontainer.json adds for this kind's devices (the Dev Containers spec)."""
+        request = self.device_request()
+        settings: dict[str, Any] = {}
+        if request.gpus:
+            # The spec's way to ask for a GPU without failing on machines with none.
+            settings["hostRequirements"] = {"gpu": "optional"}
+        run_args = [f"--device={d}" for d in request.devices]
+        run_args += [f"--group-add={g}" for g in request.groups]
+        if run_args:
+            settings["runArgs"] = run_args
+        return settings
+
     def host_has_devices(self, host: Any) -> bool:
         """Whether the machine running the gates has this kind's devices (``host`` is
         ``shutil``-like: ``which(name)`` and ``os.path.exists``-like ``exists(path)``)."""

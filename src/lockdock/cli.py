@@ -403,6 +403,27 @@ def render(ctx: _Context, flavor: str, kind: str, platforms: tuple[str, ...],
         click.echo(f"wrote {path}", err=True)
 
 
+@cli.command("flavors")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the flavor names as a JSON list (CI matrices read this).")
+@pass_ctx
+def flavors_command(ctx: _Context, as_json: bool) -> None:
+    """List the project's flavors: name, accelerator, parent, lock (images/*/flavor.toml)."""
+    import json
+
+    from lockdock.spec import load_project
+
+    project = load_project(ctx.project_dir)
+    if as_json:
+        click.echo(json.dumps(sorted(project.flavors)))
+        return
+    for name in sorted(project.flavors):
+        flavor = project.flavors[name]
+        parent = f" extends {flavor.parent}" if flavor.parent else ""
+        click.echo(f"{name}: {flavor.accelerator}{parent}, "
+                   f"lock {flavor.lock_path.relative_to(project.root)}")
+
+
 def _interrupted() -> NoReturn:
     """Ctrl-C: remove this run's download temp files and exit 130 now, without joining
     worker threads that may sit in a stalled read until their timeout."""

@@ -13,14 +13,11 @@ from pathlib import Path
 
 from lockdock.accelerators import Accelerator, accelerator
 from lockdock.errors import StaleLockError
-from lockdock.facts import LockVersions, descriptor, lock_versions
+from lockdock.facts import IMAGE_CATEGORIES, LockVersions, descriptor, lock_versions
 from lockdock.installer.lockfile import Lock, LockedArtifact, read_lock
 from lockdock.platform import Platform
 from lockdock.spec import Flavor, Project, load_project
 from lockdock.workspace import Workspace
-
-#: The lock category images are built from.
-IMAGE_CATEGORIES = ("main",)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ ENV_PREFIX = "/opt/conda/envs/lockdock"
 IMAGE_PYTHON = f"{ENV_PREFIX}/bin/python"
 #: The image's non-root user (uid 1000).
 IMAGE_USER = "lockdock"
+#: The lock categories an image is built from (and that its tags and labels describe).
+IMAGE_CATEGORIES = ("main",)
 
 LABEL_PREFIX = "io.lockdock"
 FLAVOR_LABEL = f"{LABEL_PREFIX}.flavor"

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lockdock.accelerators import Accelerator
 from lockdock.errors import PinError, UsageError
+from lockdock.facts import ENV_PREFIX
 from lockdock.fsutil import write_text_atomic, write_texts_atomic
 from lockdock.registry import ImageRef, parse_reference
 from lockdock.textio import compose_all_yaml, read_text
@@ -473,7 +475,6 @@ def pin(
 # --- devcontainer.json for a published flavor -----------------------------------------
 
 DEVCONTAINER_PATH = Path(".devcontainer") / "devcontainer.json"
-ENV_PREFIX = "/opt/conda/envs/lockdock"
 
 
 def published_record(
@@ -496,8 +497,9 @@ def published_record(
     return records[0]
 
 
-def devcontainer_text(record: Mapping[str, Any]) -> str:
-    """A ready devcontainer.json (plain JSON) running the pinned, published image."""
+def devcontainer_text(record: Mapping[str, Any], accelerator: Accelerator) -> str:
+    """A ready devcontainer.json (plain JSON) running the pinned, published image, with the
+    devices the flavor's accelerator needs (``Accelerator.devcontainer``)."""
     flavor = str(record["flavor"])
     config: dict[str, object] = {
         "name": f"lockdock {flavor}",
@@ -512,9 +514,7 @@ def devcontainer_text(record: Mapping[str, Any]) -> str:
             }
         },
     }
-    if flavor != "cpu":
-        # The devcontainer spec's way to ask for a GPU without failing on machines with none.
-        config["hostRequirements"] = {"gpu": "optional"}
+    config.update(accelerator.devcontainer())
     return json.dumps(config, indent=2) + "\n"
 
 
@@ -530,7 +530,11 @@ def write_devcontainer(
     workspace = Workspace(root)
     record = published_record(workspace.read_images_lock(), flavor, repository,
                               workspace.images_lock_path)
-    text = devcontainer_text(record)
+    from lockdock.accelerators import accelerator
+    from lockdock.spec import load_project
+
+    chosen = load_project(root).one(flavor)
+    text = devcontainer_text(record, accelerator(chosen.accelerator))
     out = output or root / DEVCONTAINER_PATH
     if out.exists() and not force and read_text(out) != text:
         raise UsageError(

@@ -108,17 +108,9 @@ class DockerPusher:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import docker
+            from lockdock.engine import docker_client
 
-            try:
-                client = docker.from_env()
-                client.ping()
-            except Exception as error:
-                raise EngineError(
-                    f"The Docker engine does not answer ({error}).",
-                    hint="Start it (as root: `ci/engine start`).",
-                ) from None
-            self._client = client
+            self._client = docker_client()
         return self._client
 
     def inspect(self, reference: str) -> LocalImage:

@@ -33,15 +33,13 @@ from typing import Any
 
 from lockdock.accelerators import Accelerator
 from lockdock.errors import PublishRefusedError, SpecError, UsageError
-from lockdock.facts import LOCK_SHA256_LABEL, descriptor, lock_versions
+from lockdock.facts import IMAGE_CATEGORIES, LOCK_SHA256_LABEL, descriptor, lock_versions
 from lockdock.installer.lockfile import Lock
 from lockdock.platform import Platform
 from lockdock.registry import ImageRef
 from lockdock.tags import Tags, arch_tag, publish_tags
 from lockdock.workspace import Workspace
 
-#: The lock categories an image is built from (the descriptor names what the image holds).
-IMAGE_CATEGORIES = ("main",)
 
 @dataclass(frozen=True)
 class LocalImage:

@@ -46,11 +46,6 @@ class Project:
     def base_dir(self) -> Path:
         return self.images_dir / BASE_DIR_NAME
 
-    @property
-    def state_dir(self) -> Path:
-        """Where lockdock keeps its working state (store, reports, build outputs)."""
-        return self.root / ".lockdock"
-
     def select(self, names: Iterable[str] = ()) -> list[Flavor]:
         """The named flavors, or every flavor when none is named."""
         wanted = list(names)

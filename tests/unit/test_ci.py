@@ -81,7 +81,30 @@ def test_every_step_is_a_nox_session_or_an_action() -> None:
     assert _nox_sessions(used) == used
     assert _nox_sessions({"no-such-session"}) == set()
     assert {"lock", "ci-build", "ci-publish-platform", "ci-release", "relock",
-            "relock-body"} <= used
+            "relock-body", "ci-flavors"} <= used
+
+
+def test_every_flavor_folder_has_ci_coverage() -> None:
+    """The per-flavor matrices are `lockdock flavors --json` (a new flavor folder gets its
+    jobs with no YAML edit), and that lists every flavor folder; nox has its sessions."""
+    from lockdock.spec import load_project
+
+    folders = sorted(p.parent.name for p in (ROOT / "images").glob("*/Dockerfile")
+                     if p.parent.name != "base")
+    assert sorted(load_project(ROOT).flavors) == folders
+    listed = subprocess.run([sys.executable, "-m", "lockdock.cli", "-C", str(ROOT), "flavors",
+                             "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(listed.stdout) == folders
+    for workflow in WORKFLOWS:
+        jobs = yaml.safe_load(workflow.read_text(encoding="utf-8"))["jobs"]
+        for name, job in jobs.items():
+            matrix = (job.get("strategy") or {}).get("matrix") or {}
+            if "flavor" in matrix:
+                assert matrix["flavor"] == "${{ fromJSON(needs.flavors.outputs.names) }}", (
+                    f"{workflow.name}:{name} lists flavors by hand")
+                assert "flavors" in job["needs"]
+    sessions = _nox_sessions({f"{verb}-{name}" for name in folders for verb in ("build", "test")})
+    assert sessions == {f"{verb}-{name}" for name in folders for verb in ("build", "test")}
 
 
 def test_relock_report_lock_diff_on_a_real_lock(tmp_path: Path) -> None:

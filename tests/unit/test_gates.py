@@ -26,7 +26,7 @@ from lockdock.facts import (
 from lockdock.gates.run import PAYLOAD_MOUNT, RESULTS_MOUNT
 from lockdock.installer.lockfile import LockedArtifact
 from lockdock.testing.flavors import write_flavor
-from lockdock.workspace import GATE_FILE, Workspace
+from lockdock.workspace import GATE_FILE, STATE_DIR, Workspace
 
 
 def artifact(name: str, version: str, manager: str = "conda") -> LockedArtifact:
@@ -327,7 +327,7 @@ def test_gate_record_schema_and_publish_accepts_only_passing(tmp_path: Path) -> 
 
 def test_report_dir_is_where_publish_looks(tmp_path: Path) -> None:
     directory = Workspace(tmp_path).report_dir("cpu", IMAGE.digest)
-    assert directory == tmp_path / ".lockdock" / "reports" / "cpu" / ("1" * 64)
+    assert directory == tmp_path / STATE_DIR / "reports" / "cpu" / ("1" * 64)
     assert directory / GATE_FILE == Workspace(tmp_path).gate_path("cpu", IMAGE.digest)
 
 

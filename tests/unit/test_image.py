@@ -27,6 +27,7 @@ from lockdock.spec import load_project
 from lockdock.tags import Tags
 from lockdock.testing.flavors import write_flavor
 from lockdock.testing.installs import Entry, write_lock
+from lockdock.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,13 +136,13 @@ def test_incomplete_store_names_every_missing_artifact(tmp_path: Path) -> None:
     (project / "environment.yml").write_text("dependencies: []\n")
     lock = _hand_lock(project)
     one = next(a for a in read_lock(lock).artifacts if a.name == "hello")
-    stored = project / ".lockdock" / "store" / "sha256" / (one.sha256 or "") / one.filename
+    stored = Workspace(project).store / "sha256" / (one.sha256 or "") / one.filename
     stored.parent.mkdir(parents=True)
     stored.write_bytes(b"hello-1.0-0.conda")
     context = resolve_flavor(project, "cpu", "linux/amd64")
     with pytest.raises(IntegrityError) as caught:
         prepare_build(context, base_image="b:1")
-    assert not (project / ".lockdock" / "build").exists()  # refused before staging anything
+    assert not Workspace(project).build_dir.exists()  # refused before staging anything
     message = str(caught.value)
     assert "other 2.0 (other-2.0-0.conda)" in message and "hello" not in message
     assert "lockdock fetch" in message

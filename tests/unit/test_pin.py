@@ -15,6 +15,7 @@ import pytest
 from lockdock import cli, pin
 from lockdock.errors import PinError, RegistryError, UsageError
 from lockdock.registry import ImageRef, UnknownTagError, parse_reference
+from lockdock.testing.flavors import write_flavor
 from lockdock.workspace import IMAGES_LOCK, STATE_DIR, render_images_lock, updated_images_lock
 
 REPO = "127.0.0.1:5000/team/ml"
@@ -248,6 +249,9 @@ def _record(flavor: str, repository: str = REPO) -> dict[str, object]:
 
 
 def test_devcontainer_command_writes_a_pinned_config(tmp_path: Path) -> None:
+    (tmp_path / "environment.yml").write_text("dependencies: []\n")
+    for flavor in ("cpu", "cuda"):  # the accelerator kind decides the device settings
+        write_flavor(tmp_path / "images", flavor)
     data = updated_images_lock(updated_images_lock(None, _record("cpu")), _record("cuda"))
     (tmp_path / IMAGES_LOCK).write_text(render_images_lock(data), encoding="utf-8")
     with pytest.raises(SystemExit) as done:
