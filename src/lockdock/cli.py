@@ -263,6 +263,21 @@ def verify_repro(ctx: _Context, flavor: str, platform: str | None, base_image: s
                          builder=builder, keep=keep)
 
 
+@cli.command("inspect")
+@click.argument("flavor")
+@click.option("--platform", type=_PLATFORM, default=None,
+              help="Docker platform (default: this machine's).")
+@click.option("--against", default=None, metavar="REF",
+              help="A previously built or published image: which layers it shares, bytes to pull.")
+@pass_ctx
+def inspect_image(ctx: _Context, flavor: str, platform: str | None, against: str | None) -> None:
+    """Per layer of FLAVOR's last build: its packages, installed and compressed size."""
+    from lockdock.inspect import inspect_command
+
+    click.echo(inspect_command(ctx.project_dir, flavor, platform=platform, against=against),
+               nl=False)
+
+
 # --- test (image -> gate report) -----------------------------------------------------
 
 
