@@ -76,6 +76,7 @@ def test_install_verifies_the_prefix_it_made(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lock, store_dir, prefix = _locked_prefix(tmp_path)
+    monkeypatch.setattr(install, "conda_records", lambda conda, store: [])  # fake archive
     monkeypatch.setattr(install, "_install_conda", _installs_build("h0_0"))  # the control
     report = install.install(lock, prefix, platform="linux-64", store=store_dir, offline=True)
     assert report.conda == 1 and install.classify_prefix(prefix) == "conda"
@@ -86,6 +87,7 @@ def test_install_that_ends_unlike_the_lock_raises_and_stays_marked_incomplete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lock, store_dir, prefix = _locked_prefix(tmp_path)
+    monkeypatch.setattr(install, "conda_records", lambda conda, store: [])  # fake archive
     monkeypatch.setattr(install, "_install_conda", _installs_build("h9_9"))  # a wrong build
     with pytest.raises(IntegrityError, match=r"different: hello \(conda\): installed 1.0 h9_9"):
         install.install(lock, prefix, platform="linux-64", store=store_dir, offline=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -140,9 +141,12 @@ def test_local_channel_purl_carries_the_channel_url(tmp_path: Path) -> None:
 
 def test_schema_violations_are_caught(tmp_path: Path) -> None:
     """Injected faults: an MD5 that is not hex; a URL that is no IRI reference."""
-    bad_md5 = _tiny_lock(tmp_path, "http://127.0.0.1:8765/c/noarch/tiny-1.0-h0_0.conda", "zz")
+    # read_lock itself refuses a non-hex md5 (exit 3), so the fault is injected after reading.
+    read = read_lock(_tiny_lock(tmp_path, "http://127.0.0.1:8765/c/noarch/tiny-1.0-h0_0.conda"))
+    bad_md5 = dataclasses.replace(
+        read, artifacts=tuple(dataclasses.replace(a, md5="zz") for a in read.artifacts))
     with pytest.raises(sbom.SbomError, match=r"does not validate.*hashes"):
-        sbom.sbom_json(bad_md5, "linux-64")
+        sbom.render(sbom.build_bom(sbom.SbomRequest(bad_md5, "linux-64")))
     # The library percent-encodes what it writes, so corrupt the JSON itself to show that the
     # fast iri-reference check still rejects what the full grammar rejects.
     good = _tiny_lock(tmp_path, "http://127.0.0.1:8765/c/noarch/tiny-1.0-h0_0.conda")

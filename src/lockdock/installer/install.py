@@ -397,8 +397,10 @@ def conda_records(conda: Sequence[LockedArtifact], store: Path) -> list[RepoData
 
 
 def _install_conda(
-    records: Sequence[RepoDataRecord], prefix: Path, platform: str, cache: Path
+    conda: Sequence[LockedArtifact], prefix: Path, records: Sequence[RepoDataRecord],
+    platform: str, cache: Path,
 ) -> None:
+    """py-rattler installs ``records`` (read from ``conda``'s archives) into ``prefix``."""
     from rattler import install as rattler_install
     from rattler.platform import Subdir
 
@@ -685,7 +687,7 @@ def _install_locked(
     _say(f"installing {len(conda)} conda package(s) into {prefix}")
     with _package_cache(prefix) as cache:
         clock = time.perf_counter()
-        _install_conda(records, prefix, platform, cache)
+        _install_conda(conda, prefix, records, platform, cache)
     _normalise_conda_meta(prefix, conda)
     seconds["conda"] = time.perf_counter() - clock
     _fault_point("after-conda")
