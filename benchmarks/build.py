@@ -1,22 +1,27 @@
-"""Image build benchmark: cold build, no-op rebuild, rebuild after a non-environment change,
-and the image's size against the environment's size on disk.
+"""Image build benchmark: cold build, no-op, non-environment change and one-package relock
+rebuilds, bytes pushed after the relock, install vs raw decompression, gzip vs zstd.
 
 Runs the demo project (``lockdock.testing.demo``: the local channel with the packaged CPython,
-pip torch CPU) on the debootstrap base image; needs root and the engine (``ci/engine start``).
+pip torch CPU) on the debootstrap base image; needs root, the engine and its registry
+(``ci/engine start``).
 
-    python benchmarks/build.py [--repeat N] [--no-torch]
+    python benchmarks/build.py [--repeat N] [--no-torch] [--compression gzip,zstd]
 
-Prints a table of medians over N runs (default 1: a cold build takes minutes).
+Every ratio is taken from figures measured in this one run; times are medians of N runs
+(default 3). The relock bumps ``hello`` 1.0 -> 1.1 (a small package: one bucket + slot 00).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,18 +29,25 @@ from lockdock.context import resolve_flavor
 from lockdock.facts import ENV_PREFIX
 from lockdock.image.build import BuildResult
 from lockdock.image.build import build as build_image
-from lockdock.testing import ChannelServer
+from lockdock.installer import install
+from lockdock.installer.layer_plan import REPORT_PATH
+from lockdock.installer.lockfile import read_lock
+from lockdock.installer.store import artifact_path
+from lockdock.testing import ChannelServer, FakePackage, build_channel
 from lockdock.testing.baseimage import ensure_base_image, ensure_engine
 from lockdock.testing.demo import (
     CHANNEL_NAME,
     CPU_TORCH,
     build_demo_channel,
     demo_environment,
+    environment_yml,
     mirror_option,
     write_demo_project,
 )
 
 NAME = "lockdock-bench/cpu"
+REGISTRY = "127.0.0.1:5000"
+HELLO_NEXT = FakePackage("hello", "1.1", build="0", files={"share/hello/version": "1.1\n"})
 
 
 def _cli(project: Path, *args: str) -> None:
@@ -53,65 +65,164 @@ def _docker(*args: str) -> str:
     return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
 
 
+def decompress(project: Path, dest: Path) -> float:
+    """Seconds to merely extract every artifact of the lock (one thread, no install)."""
+    from rattler.package_streaming import extract
+
+    lock = project / "conda-lock.yml"
+    artifacts = read_lock(lock).select("linux-64", ["main"])
+    store = project / ".lockdock/store"
+    started = time.perf_counter()
+    for index, artifact in enumerate(artifacts):
+        path, target = artifact_path(store, artifact), dest / str(index)
+        if artifact.manager == "pip":
+            with zipfile.ZipFile(path) as archive:
+                archive.extractall(target)
+        else:
+            extract(path, target)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(dest)
+    return seconds
+
+
+def host_install(project: Path, dest: Path) -> float:
+    """Seconds of the installer on the host (offline, the fetched store), then removed."""
+    seconds = _timed(lambda: install.install(project / "conda-lock.yml", dest / "env",
+                                             platform="linux-64", offline=True,
+                                             store=project / ".lockdock/store"))
+    shutil.rmtree(dest)
+    return seconds
+
+
+def manifest_layers(reference: str) -> list[tuple[str, int]]:
+    """(digest, compressed size) of each layer of a pushed image (registry manifest)."""
+    raw = json.loads(_docker("buildx", "imagetools", "inspect", "--raw", reference))
+    if "manifests" in raw:  # an index: the linux/amd64 manifest
+        digest = next(m["digest"] for m in raw["manifests"]
+                      if m.get("platform", {}).get("architecture") == "amd64")
+        raw = json.loads(_docker("buildx", "imagetools", "inspect", "--raw",
+                                 f"{reference.rsplit(':', 1)[0]}@{digest}"))
+    return [(layer["digest"], int(layer["size"])) for layer in raw["layers"]]
+
+
+def push(local: str, remote: str) -> float:
+    _docker("tag", local, remote)
+    return _timed(lambda: _docker("push", remote))
+
+
+def changed_installed_bytes(old: str, new: str) -> int:
+    """Installed bytes of the slots whose packages differ between two images' reports."""
+    reports = [json.loads(_docker("run", "--rm", ref, "cat", f"/{REPORT_PATH}"))
+               for ref in (old, new)]
+    before = {s["slot"]: s for s in reports[0]["slots"]}
+    return sum(int(s["installed_bytes"]) for s in reports[1]["slots"]
+               if s["packages"] != before[s["slot"]]["packages"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-torch", action="store_true", help="a small environment only")
+    parser.add_argument("--compression", default="gzip,zstd")
     args = parser.parse_args()
     problem = ensure_engine()
     if problem:
         print(f"no engine: {problem}", file=sys.stderr)
         return 1
     base = ensure_base_image()
+    pip = () if args.no_torch else (CPU_TORCH, "numpy")
+    times: dict[str, list[float]] = {}
+
+    def record(what: str, seconds: float) -> None:
+        times.setdefault(what, []).append(seconds)
+        print(f"{what}: {seconds:.1f} s", file=sys.stderr, flush=True)
+
+    sizes: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="lockdock-bench.") as tmp:
         served = Path(tmp) / "served"
-        build_demo_channel(served)
+        channel = build_demo_channel(served)
+        build_channel(channel, [HELLO_NEXT])
         with ChannelServer(served) as server:
-            project = write_demo_project(Path(tmp) / "project",
-                                         pip=() if args.no_torch else (CPU_TORCH, "numpy"))
-            _cli(project, "lock", "cpu", *mirror_option(f"{server.url}/{CHANNEL_NAME}"))
+            mirror = mirror_option(f"{server.url}/{CHANNEL_NAME}")
+            project = write_demo_project(Path(tmp) / "project", pip=pip,
+                                         conda=("hello 1.0.*", "tinylib"))
+            old_env = (project / "environment.yml").read_text()
+            new_env = environment_yml(pip, ("hello 1.1.*", "tinylib"))
+            _cli(project, "lock", "cpu", *mirror)
             _cli(project, "fetch", "cpu")
+            old_lock = (project / "conda-lock.yml").read_text()
+            (project / "environment.yml").write_text(new_env)
+            _cli(project, "lock", "cpu", *mirror)
+            _cli(project, "fetch", "cpu")
+            new_lock = (project / "conda-lock.yml").read_text()
 
-        def build(**options: bool) -> BuildResult:
+        def use(lock_text: str, env_text: str) -> None:
+            (project / "conda-lock.yml").write_text(lock_text)
+            (project / "environment.yml").write_text(env_text)
+
+        def build(**options: object) -> BuildResult:
             return build_image(resolve_flavor(project, "cpu"), base_image=base, name=NAME,
-                               **options)
+                               **options)  # type: ignore[arg-type]
 
         dockerfile = project / "images/cpu/Dockerfile"
         original = dockerfile.read_text()
-        cold, noop, changed = [], [], []
+        compressions = args.compression.split(",")
         for run in range(args.repeat):
-            cold.append(_timed(lambda: build(force=True, no_cache=True)))
-            noop.append(_timed(lambda: build()))
+            use(old_lock, old_env)
+            record("decompress artifacts (1 thread)", decompress(project, Path(tmp) / "x"))
+            record("install on the host", host_install(project, Path(tmp) / "i"))
+            for compression in compressions:
+                record(f"cold build, {compression}",
+                       _timed(lambda c=compression: build(force=True, no_cache=True,
+                                                          compression=c)))  # type: ignore[misc]
+                old_ref = build(compression=compression).reference
+                remote = f"{REGISTRY}/{NAME}-{compression}"
+                record(f"push to the local registry, {compression}",
+                       push(old_ref, f"{remote}:old-{run}"))
+                sizes[f"image, {compression}"] = sum(
+                    s for _, s in manifest_layers(f"{remote}:old-{run}"))
+            record("no-op rebuild (tag exists)", _timed(build))
             dockerfile.write_text(original + f'RUN echo "change {run}" > /home/lockdock/motd\n')
-            changed.append(_timed(lambda: build(force=True)))
+            record("rebuild after a non-environment change", _timed(lambda: build(force=True)))
             dockerfile.write_text(original)
-        reference = build().reference  # the no-op: its content-addressed tag
-        image_bytes = int(_docker("image", "inspect", reference, "--format", "{{.Size}}"))
-        env_bytes = int(_docker("run", "--rm", reference, "du", "-sb",
-                                ENV_PREFIX).split()[0])
-        base_bytes = int(_docker("image", "inspect", base, "--format", "{{.Size}}"))
-        for tag in _docker("image", "ls", NAME, "--format", "{{.Repository}}:{{.Tag}}").split():
-            _docker("image", "rm", tag)
+            old_ref = build().reference
+            use(new_lock, new_env)
+            record("rebuild after a one-package relock", _timed(lambda: build(force=True)))
+            new_ref = build().reference
+            remote = f"{REGISTRY}/{NAME}-relock"
+            push(old_ref, f"{remote}:old-{run}")
+            old_layers = {d for d, _ in manifest_layers(f"{remote}:old-{run}")}
+            push(new_ref, f"{remote}:new-{run}")
+            sizes["pushed after the relock"] = sum(
+                s for d, s in manifest_layers(f"{remote}:new-{run}") if d not in old_layers)
+            sizes["installed bytes of the changed slots"] = changed_installed_bytes(
+                old_ref, new_ref)
+        use(old_lock, old_env)
+        reference = build().reference
+        sizes["environment on disk"] = int(_docker("run", "--rm", reference, "du", "-sb",
+                                                   ENV_PREFIX).split()[0])
+        for tag in _docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}").split():
+            if tag.startswith((NAME, f"{REGISTRY}/{NAME}")):
+                _docker("image", "rm", tag)
 
-    def row(what: str, seconds: list[float]) -> str:
-        return f"| {what} | {statistics.median(seconds):8.1f} s | {len(seconds)} |"
-
+    med = {what: statistics.median(values) for what, values in times.items()}
     print("| step | median | runs |")
     print("|---|---:|---:|")
-    print(row("cold build (--no-cache, export + load)", cold))
-    print(row("no-op rebuild (tag exists)", noop))
-    print(row("rebuild after a non-environment change", changed))
+    for what, values in times.items():
+        print(f"| {what} | {med[what]:8.1f} s | {len(values)} |")
     print()
     print("| size | bytes | MiB |")
     print("|---|---:|---:|")
-    for what, size in (("image (local store, compressed layers)", image_bytes),
-                       ("base image", base_bytes),
-                       ("image minus base (environment + lockdock layers)",
-                        image_bytes - base_bytes),
-                       ("environment on disk (du -sb in the image)", env_bytes)):
-        print(f"| {what} | {size} | {size / 2**20:.0f} |")
-    print(f"\n(image - base) / environment on disk: {(image_bytes - base_bytes) / env_bytes:.2f}"
-          " (image sizes are compressed layer bytes)")
+    for what, size in sizes.items():
+        print(f"| {what} | {size} | {size / 2**20:.1f} |")
+    cold = med[f"cold build, {compressions[0]}"]
+    decompression = med["decompress artifacts (1 thread)"]
+    print()
+    print(f"cold build ({compressions[0]}) / decompression: {cold / decompression:.2f}")
+    print(f"relock rebuild / cold build: {med['rebuild after a one-package relock'] / cold:.2%}")
+    print("bytes pushed after the relock / installed bytes of the changed slots: "
+          f"{sizes['pushed after the relock'] / sizes['installed bytes of the changed slots']:.2f}")
+    print(f"host install / decompression: {med['install on the host'] / decompression:.2f}")
     return 0
 
 

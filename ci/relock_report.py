@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The weekly relock pull request's body: lock diff, image-size delta, numerics-fingerprint diff.
+"""The weekly relock pull request's body: lock diff, image-size delta, the layer table (what a
+user who has the published image pulls to update), numerics-fingerprint diff.
 
     python ci/relock_report.py --flavor cpu --old-lock OLD.yml --new-lock NEW.yml \
         [--old-image REF --new-image REF] [--old-fingerprint F --new-fingerprint F] [-o OUT.md]
@@ -79,6 +80,20 @@ def size_delta(old: str | None, new: str | None) -> list[str]:
             f"({delta / 1e6:+.1f} MB, {delta / old_size:+.1%})."]
 
 
+def layer_section(old: str | None, new: str | None) -> list[str]:
+    """Markdown: the new image's layers against the old one (``lockdock inspect --against``),
+    ending with the bytes a user who has the old image pulls to update."""
+    if not new:
+        return ["Layers: not measured (no new image)."]
+    from lockdock.errors import LockdockError
+    from lockdock.inspect import table_for
+
+    try:
+        return ["Layers:", "", *table_for(new, against=old)]
+    except LockdockError as error:
+        return [f"Layers: not measured ({error})"]
+
+
 def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     if isinstance(value, Mapping):
         for key in sorted(value):
@@ -105,6 +120,7 @@ def fingerprint_diff(old: Path | None, new: Path | None) -> list[str]:
 
 def report(args: argparse.Namespace) -> str:
     lines = [f"### {args.flavor}", "", *size_delta(args.old_image, args.new_image), "",
+             *layer_section(args.old_image, args.new_image), "",
              *fingerprint_diff(args.old_fingerprint, args.new_fingerprint), "",
              "Lock diff:", "", *lock_diff(args.old_lock, args.new_lock)]
     return "\n".join(lines).rstrip() + "\n"

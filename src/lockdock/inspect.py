@@ -135,11 +135,46 @@ def _docker(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
 
 
-def image_layers(reference: str) -> ImageLayers:
-    """Diff IDs of a local image, else of a registry image (with compressed sizes)."""
+def saved_sizes(reference: str) -> dict[str, int]:
+    """Compressed size per diff ID of a local image, from ``docker save`` (the containerd
+    image store keeps the compressed blobs; the stream is read once, only JSON kept)."""
+    import tarfile
+
+    small: dict[str, bytes] = {}
+    sizes: dict[str, int] = {}
+    with subprocess.Popen(["docker", "save", reference], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                digest = "sha256:" + member.name.rsplit("/", 1)[-1]
+                sizes[digest] = member.size
+                if member.size < 1 << 20:
+                    handle = archive.extractfile(member)
+                    small[member.name if "/" not in member.name else digest] = (
+                        handle.read() if handle else b"")
+    try:
+        index = json.loads(small["index.json"])
+        manifest = json.loads(small[index["manifests"][0]["digest"]])
+        while "manifests" in manifest:  # an index inside: its first (the platform's) manifest
+            manifest = json.loads(small[manifest["manifests"][0]["digest"]])
+        config = json.loads(small[manifest["config"]["digest"]])
+    except (KeyError, ValueError, IndexError):
+        return {}
+    layers = [layer["digest"] for layer in manifest["layers"]]
+    return {d: sizes[b] for d, b in zip(config["rootfs"]["diff_ids"], layers, strict=False)
+            if b in sizes}  # fmt: skip
+
+
+def image_layers(reference: str, *, sizes: bool = False) -> ImageLayers:
+    """Diff IDs of a local image (``sizes``: with compressed sizes from ``docker save``),
+    else of a registry image (with compressed sizes from its manifest)."""
     local = _docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", reference)
     if local.returncode == 0:
-        return ImageLayers(reference, tuple(json.loads(local.stdout)), {})
+        diff_ids = tuple(json.loads(local.stdout))
+        return ImageLayers(reference, diff_ids, saved_sizes(reference) if sizes else {})
     config = _docker("buildx", "imagetools", "inspect", reference, "--format",
                      '{{json .Image}}')  # fmt: skip
     raw = _docker("buildx", "imagetools", "inspect", reference, "--raw")
@@ -157,8 +192,9 @@ def image_layers(reference: str) -> ImageLayers:
                       "--raw")  # fmt: skip
         manifest = json.loads(raw.stdout)
     diff_ids = tuple(image["rootfs"]["diff_ids"])
-    sizes = {d: int(layer["size"]) for d, layer in zip(diff_ids, manifest["layers"], strict=True)}
-    return ImageLayers(reference, diff_ids, sizes)
+    compressed = {d: int(layer["size"])
+                  for d, layer in zip(diff_ids, manifest["layers"], strict=True)}
+    return ImageLayers(reference, diff_ids, compressed)
 
 
 def shipped_report(reference: str) -> dict[str, Any]:
@@ -175,7 +211,7 @@ def shipped_report(reference: str) -> dict[str, Any]:
 
 def table_for(reference: str, against: str | None = None) -> list[str]:
     """The markdown table of a local image, optionally against another image."""
-    image = image_layers(reference)
+    image = image_layers(reference, sizes=True)
     other = image_layers(against) if against else None
     return render_table(layer_rows(shipped_report(reference), image, other), against)
 

@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,25 +66,25 @@ def docker(*args: str) -> subprocess.CompletedProcess[str]:
 class Image:
     tag: str
     layers: tuple[str, ...]  # diff IDs, in order
-    report: dict[str, object]  # the split report shipped in the image
+    report: dict[str, Any]  # the split report shipped in the image
 
     def slot_layers(self) -> dict[str, str]:
         """Slot -> diff ID of its layer: slots are the 56 layers before the last two (the
         lock file and the SBOM)."""
-        slots = [s["slot"] for s in self.report["slots"]]  # type: ignore[attr-defined]
+        slots = [s["slot"] for s in self.report["slots"]]
         return dict(zip(slots, self.layers[-2 - len(slots):-2], strict=True))
 
     def slot_of(self, key: str) -> str:
         manager, name = key.split(":", 1)
-        for entry in self.report["slots"]:  # type: ignore[attr-defined]
+        for entry in self.report["slots"]:
             if any((p["manager"], p["name"]) == (manager, name) for p in entry["packages"]):
                 return str(entry["slot"])
         raise AssertionError(f"{key} is in no slot of {self.tag}")
 
 
 def image(tag: str) -> Image:
-    inspected = json.loads(ok(docker("image", "inspect", tag)).stdout)[0]  # type: ignore[arg-type]
-    shipped = ok(docker("run", "--rm", tag, "cat", f"/{REPORT_PATH}")).stdout  # type: ignore[arg-type]
+    inspected = json.loads(ok(docker("image", "inspect", tag)).stdout)[0]
+    shipped = ok(docker("run", "--rm", tag, "cat", f"/{REPORT_PATH}")).stdout
     return Image(tag, tuple(inspected["RootFS"]["Layers"]), json.loads(shipped))
 
 
@@ -154,12 +155,12 @@ def test_a_second_flavor_shares_every_solo_layer(built: Built) -> None:
     cpu, second = built.old.slot_layers(), built.second.slot_layers()
     python = built.old.slot_of("conda:python")
     assert int(python) > 16 and built.second.slot_of("conda:python") == python
-    solo = [e for e in built.old.report["slots"]  # type: ignore[attr-defined]
+    solo = [e for e in built.old.report["slots"]
             if int(e["slot"]) > 16 and e["packages"]]  # fmt: skip
     assert solo and all(cpu[e["slot"]] == second[e["slot"]] for e in solo)
     differing = {slot for slot in cpu if cpu[slot] != second[slot]}
     assert differing == {slot_dir(SHARED_SLOT), slot_dir(bucket_of("conda:extra"))}
-    shared = sum(int(e["installed_bytes"]) for e in built.old.report["slots"]  # type: ignore[attr-defined]
+    shared = sum(int(e["installed_bytes"]) for e in built.old.report["slots"]
                  if cpu[e["slot"]] == second[e["slot"]])  # fmt: skip
     print(f"cpu and second share {shared} installed bytes of layers")
 
@@ -206,3 +207,28 @@ def test_the_split_environment_is_the_verified_install(built: Built, tmp_path: P
                       "-e", "PYTHONDONTWRITEBYTECODE=1", built_image.tag, "bash", "-c", command)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.split()[-1] == built_image.report["prefix_manifest_sha256"]
+
+
+def test_pulling_the_update_fetches_only_the_changed_layers(built: Built) -> None:
+    remote = f"{REGISTRY}/{NAME}-cpu"
+    _push(built.old.tag, f"{remote}:old")
+    _push(built.new.tag, f"{remote}:new")
+    # A machine that has the first image: drop every local name of the second.
+    for reference in (built.new.tag, f"{remote}:new"):
+        docker("image", "rm", reference)
+    lines = ok(docker("pull", f"{remote}:new")).stdout.splitlines()
+    fetched = [line for line in lines if line.endswith(("Pull complete", "Download complete"))]
+    assert len(fetched) == len(set(built.new.layers) - set(built.old.layers)) == 4, lines
+    ok(docker("tag", f"{remote}:new", built.new.tag))
+
+
+def test_inspect_and_the_relock_body_state_the_bytes_to_pull(built: Built) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "ci"))
+    import relock_report
+
+    text = ok(lockdock(built.root, "inspect", "cpu", "--against", built.old.tag)).stdout
+    assert f"Against {built.old.tag}: 4 layer(s) to pull" in text, text
+    assert "unknown" not in text  # the local image's compressed sizes come from docker save
+    assert "| 17 | python 3.11.7 |" in text
+    body = "\n".join(relock_report.layer_section(built.old.tag, built.new.tag))
+    assert "4 layer(s) to pull" in body
