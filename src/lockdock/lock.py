@@ -49,6 +49,7 @@ from lockdock.virtual_packages import (
 if TYPE_CHECKING:
     from conda_lock.models.lock_spec import LockSpecification
 
+    from lockdock.installer.lockfile import Lock
     from lockdock.solve import LockResult
 
 MIRRORS_ENV = "LOCKDOCK_MIRRORS"
@@ -162,8 +163,9 @@ class _SelectorCount(logging.Filter):
 
 
 @contextlib.contextmanager
-def _selector_summary(what: str) -> Iterator[None]:
-    """One line for all of conda-lock's "filtered out line ... selector" warnings."""
+def _selector_summary(what: str | None) -> Iterator[None]:
+    """One line for all of conda-lock's "filtered out line ... selector" warnings (none for
+    ``what=None``: a second pass over lines already summarised)."""
     counter = _SelectorCount()
     logger = logging.getLogger(SELECTOR_LOGGER)
     logger.addFilter(counter)
@@ -171,7 +173,7 @@ def _selector_summary(what: str) -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(counter)
-        if counter.count:
+        if counter.count and what is not None:
             progress.say(
                 f"{what}: {counter.count} line(s) left out on some platform by their "
                 "`# [selector]` (as conda-lock does)"
@@ -250,7 +252,7 @@ def _pip_requirements(flavor: Flavor, platform: str) -> tuple[str, ...]:
     by_name: dict[str, str] = {}
     for path in flavor.environment_files:
         content = read_text(path)
-        with _selector_summary(f"{path} ({platform})"):
+        with _selector_summary(None):  # lock_specification said it once already
             lines = list(filter_platform_selectors(content, platform=platform))
         data = yaml.safe_load("\n".join(lines))
         for item in (data or {}).get("dependencies") or ():
@@ -371,7 +373,8 @@ class StaleLock:
 
 
 def check_flavor(
-    flavor: Flavor, virtual_packages: VirtualPackageOptions | None = None
+    flavor: Flavor, virtual_packages: VirtualPackageOptions | None = None,
+    *, lock: Lock | None = None,
 ) -> list[StaleLock]:
     """Stale platforms of one flavor's lock; [] when it matches its inputs.
 
@@ -383,10 +386,10 @@ def check_flavor(
     from lockdock.installer.lockfile import read_lock
 
     spec = lock_specification(flavor)
-    if not flavor.lock_path.is_file():
+    if lock is None and not flavor.lock_path.is_file():
         return [StaleLock(flavor.name, None, flavor.lock_path, "no lock file")]
     try:
-        lock = read_lock(flavor.lock_path)
+        lock = lock or read_lock(flavor.lock_path)  # given: the command already read it
     except StaleLockError as error:  # a malformed lock is its own error (exit 3), not stale
         return [StaleLock(flavor.name, None, flavor.lock_path, f"unreadable: {error}")]
     repo = hashing_repo(VirtualPackageOptions.of_flavor(flavor, virtual_packages))
@@ -414,11 +417,14 @@ def check_locks(
     project: Project,
     flavors: Sequence[str] = (),
     virtual_packages: VirtualPackageOptions | None = None,
+    *, locks: Mapping[str, Lock] | None = None,
 ) -> list[StaleLock]:
-    """Offline: which locks of ``flavors`` (default: all) do not match their inputs."""
+    """Offline: which locks of ``flavors`` (default: all) do not match their inputs
+    (``locks``: locks the command already read, by flavor)."""
     stale: list[StaleLock] = []
     for flavor in project.select(flavors):
-        stale.extend(check_flavor(flavor, virtual_packages))
+        stale.extend(check_flavor(flavor, virtual_packages,
+                                  lock=(locks or {}).get(flavor.name)))
     return stale
 
 
@@ -426,9 +432,10 @@ def require_fresh_locks(
     project: Project,
     flavors: Sequence[str] = (),
     virtual_packages: VirtualPackageOptions | None = None,
+    *, locks: Mapping[str, Lock] | None = None,
 ) -> None:
     """Raise StaleLockError naming every stale flavor and platform (``lock --check``)."""
-    stale = check_locks(project, flavors, virtual_packages)
+    stale = check_locks(project, flavors, virtual_packages, locks=locks)
     if stale:
         raise StaleLockError(
             "Stale lock: " + "; ".join(str(s) for s in stale) + ". Run `lockdock lock"
