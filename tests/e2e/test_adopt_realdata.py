@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,11 @@ from lockdock.lock import Mirrors, lock_project
 from lockdock.sdist import SOURCE_DATE_EPOCH, build_sdists, unbuilt
 from lockdock.spec import load_project
 from lockdock.testing.flavors import STANDARD_FLAVORS, write_flavor
-from lockdock.testing.installs import make_wheel
+from lockdock.testing.installs import Entry, conda_entry, make_wheel, write_lock
 from tests.data import BODO, BODO_SOURCES, LARSNET, REPO2DOCKER_ENV, REPO2DOCKER_EXPLICIT
+from tests.e2e.test_install import run_installer
 from tests.fixtures.channel import CPU_ENV, ServedChannel, write_project
+from tests.fixtures.cpython import InstallChannel
 from tests.fixtures.lock_channel import build_lock_channels, locked_set
 
 
@@ -194,3 +197,41 @@ def test_pip_repositories_and_flavor_pip_indexes_are_honoured(
     (result,) = lock_project(load_project(project))
     urls = [a.url for a in read_lock(result.lock_path).select("linux-64") if a.manager == "pip"]
     assert urls == [(index / "also-here" / "also_here-1.0-py3-none-any.whl").as_uri()]
+
+
+@pytest.mark.network
+def test_locked_sdist_installs_offline_from_the_wheel_fetch_built(
+    tmp_path: Path, install_channel: InstallChannel
+) -> None:
+    """python (conda) + larsnet's midiutil sdist: fetch downloads and builds it; the installer,
+    offline and unable to import anything but its own dependencies, installs the built wheel;
+    before the build it refuses (exit 8) saying to run `lockdock fetch`."""
+    (midiutil,) = [a for a in read_lock(LARSNET).select("linux-64") if a.name == "midiutil"]
+    downloaded = tmp_path / "dl"
+    store_mod.fetch([midiutil], downloaded)
+    sdist_file = store_mod.artifact_path(downloaded, midiutil)
+    lock = write_lock(
+        tmp_path / "conda-lock.yml",
+        [conda_entry(install_channel.packages["python"], install_channel.package_url("python")),
+         Entry(sdist_file, midiutil.url, "pip", "midiutil", "1.2.1")],
+        channels=(install_channel.url,),
+    )  # fmt: skip
+    target = tmp_path / "store"
+    store_mod.fetch(store_mod.lock_artifacts(read_lock(lock)), target)
+    prefix = tmp_path / "env"
+    before = run_installer(lock, "--prefix", prefix, "--store", target, "--offline",
+                           "--platform", "linux-64")  # fmt: skip
+    assert before.returncode == 8, before.stderr
+    assert "no wheel built" in before.stderr and "lockdock fetch" in before.stderr
+    assert not prefix.exists()
+    build_sdists(store_mod.lock_artifacts(read_lock(lock)), target)
+    done = run_installer(lock, "--prefix", prefix, "--store", target, "--offline",
+                         "--platform", "linux-64")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = subprocess.run(
+        [str(prefix / "bin" / "python"), "-c", "import midiutil; print(midiutil.__file__)"],
+        capture_output=True, text=True, check=True, env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    assert out.stdout.startswith(str(prefix))
+    verify = run_installer(lock, "--prefix", prefix, "--verify-only", "--platform", "linux-64")
+    assert verify.returncode == 0, verify.stderr
