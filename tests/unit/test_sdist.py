@@ -134,6 +134,13 @@ def test_installer_puts_the_built_wheel_in_the_sdists_place(tmp_path: Path) -> N
     assert (stand_in.name, stand_in.version, stand_in.sha256) == ("midiutil", "1.2.1", sha)
     assert stand_in.filename == "midiutil-1.2.1-py3-none-any.whl"
     assert artifact_path(store, stand_in) == store / "sha256" / sha / stand_in.filename
+    # an image's store context holds the sdist, its built wheel and the record
+    from lockdock.installer.built import store_entries
+
+    assert store_entries([sdist, wheel], store) == {
+        f"sha256/{sdist.sha256}/MIDIUtil-1.2.1.tar.gz", f"sha256/{sha}/{stand_in.filename}",
+        f"built/{sdist.sha256}.json", f"sha256/{'b' * 64}/mido-1.3.3-py3-none-any.whl",
+    }  # fmt: skip
 
 
 def test_a_corrupt_record_is_an_integrity_error(tmp_path: Path) -> None:

@@ -68,7 +68,9 @@ def stage_store(store: Path, artifacts: Sequence[LockedArtifact], dest: Path) ->
 
     The build context then depends on the lock only, not on whatever else the store holds.
     """
-    wanted = {relative_path(a) for a in artifacts}
+    from lockdock.installer.built import store_entries
+
+    wanted = store_entries(artifacts, store)  # + wheels `fetch` built from locked sdists
     if dest.exists():
         for path in sorted(dest.rglob("*"), reverse=True):
             rel = path.relative_to(dest).as_posix()

@@ -17,6 +17,7 @@ re-hashing it; it never builds. Standard library only.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,18 @@ def wheels_for_install(
             "wheel (a wheel index, or the conda package)."
         )
     return result
+
+
+def store_entries(artifacts: Iterable[LockedArtifact], store: Path) -> set[str]:
+    """Relative store paths an install of ``artifacts`` reads: each artifact's, plus for each
+    sdist with a built wheel that wheel and its record (what an image's store context holds)."""
+    from lockdock.installer.store import relative_path
+
+    wanted: set[str] = set()
+    for artifact in artifacts:
+        wanted.add(relative_path(artifact))
+        built = read_built(store, artifact) if is_sdist(artifact) else None
+        if built is not None:
+            wanted.add(relative_path(built.artifact))
+            wanted.add(f"{BUILT_DIR}/{(artifact.sha256 or '').lower()}.json")
+    return wanted
