@@ -8,11 +8,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from lockdock.errors import INTERRUPTED_EXIT, LockdockError
+from lockdock.platform import DOCKER_PLATFORMS
+
+if TYPE_CHECKING:
+    from lockdock.context import FlavorContext
 
 
 class _Context:
@@ -199,17 +203,20 @@ def install(
 
 # --- build / verify-repro (store -> image) -------------------------------------------
 
-_PLATFORM = click.Choice(["linux/amd64", "linux/arm64"])
+_PLATFORM = click.Choice(DOCKER_PLATFORMS)
 
 
-def _require_fresh_lock(ctx: _Context, flavor: str) -> None:
-    """Refuse to build from a lock that no longer matches its inputs (`lock --check`)."""
+def _ready(ctx: _Context, flavor: str, platform: str | None, builder: str | None) \
+        -> FlavorContext:
+    """Engine, then the flavor resolved once, refused if its lock no longer matches its
+    inputs (`lock --check` on the lock just read)."""
+    from lockdock.image.build import ready_to_build
     from lockdock.lock import require_fresh_locks
-    from lockdock.spec import load_project
 
-    project = load_project(ctx.project_dir)
-    project.select([flavor])
-    require_fresh_locks(project, [flavor])
+    def fresh(context: FlavorContext) -> None:
+        require_fresh_locks(context.project, [flavor], locks={flavor: context.lock})
+
+    return ready_to_build(ctx.project_dir, flavor, platform, builder, fresh)
 
 
 @cli.command()
@@ -238,8 +245,7 @@ def build(ctx: _Context, flavor: str, platform: str | None, base_image: str | No
     """
     from lockdock.image.build import build_command
 
-    _require_fresh_lock(ctx, flavor)
-    build_command(ctx.project_dir, flavor, platform=platform, base_image=base_image,
+    build_command(_ready(ctx, flavor, platform, builder), base_image=base_image,
                   builder=builder, name=name, force=force, compression=compression,
                   cache_from=cache_from, cache_to=cache_to)
 
@@ -256,10 +262,9 @@ def build(ctx: _Context, flavor: str, platform: str | None, base_image: str | No
 def verify_repro(ctx: _Context, flavor: str, platform: str | None, base_image: str | None,
                  builder: str | None, keep: Path | None) -> None:
     """Build FLAVOR twice with --no-cache; exit 12 naming differing files if digests differ."""
-    from lockdock.image.build import verify_repro_command
+    from lockdock.image.repro import verify_repro as run_twice
 
-    _require_fresh_lock(ctx, flavor)
-    verify_repro_command(ctx.project_dir, flavor, platform=platform, base_image=base_image,
+    run_twice(_ready(ctx, flavor, platform, builder), base_image=base_image,
                          builder=builder, keep=keep)
 
 

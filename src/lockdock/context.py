@@ -14,7 +14,7 @@ from pathlib import Path
 from lockdock.accelerators import Accelerator, accelerator
 from lockdock.errors import StaleLockError
 from lockdock.facts import IMAGE_CATEGORIES, LockVersions, descriptor, lock_versions
-from lockdock.installer.lockfile import Lock, LockedArtifact, read_lock
+from lockdock.installer.lockfile import Lock, LockedArtifact, parse_lock, read_lock_bytes
 from lockdock.platform import Platform
 from lockdock.spec import Flavor, Project, load_project
 from lockdock.workspace import Workspace
@@ -73,10 +73,10 @@ def resolve_flavor(
     flavor = project.one(flavor_name)
     chosen = platform if isinstance(platform, Platform) else (
         Platform.image(platform) if platform else native_platform())
-    try:
-        lock_sha256 = hashlib.sha256(flavor.lock_path.read_bytes()).hexdigest()
-    except FileNotFoundError:
+    if not flavor.lock_path.is_file():
         raise StaleLockError(
             f"Flavor {flavor.name} has no lock at {flavor.lock_path}: run `lockdock lock`."
-        ) from None
-    return context_of(project, flavor, read_lock(flavor.lock_path), lock_sha256, chosen)
+        )
+    raw = read_lock_bytes(flavor.lock_path)  # read once: hashed and parsed from these bytes
+    lock = parse_lock(raw, flavor.lock_path)
+    return context_of(project, flavor, lock, hashlib.sha256(raw).hexdigest(), chosen)

@@ -59,6 +59,8 @@ class SbomRequest:
     name: str | None = None
     #: The SBOM's timestamp; None: ``SOURCE_DATE_EPOCH`` when set, else no timestamp.
     epoch: int | None = None
+    #: sha256 of the lock file's bytes, when the caller has it (else the file is hashed).
+    lock_sha256: str | None = None
 
 
 def lock_sha256(path: Path) -> str:
@@ -130,7 +132,7 @@ def build_bom(request: SbomRequest) -> Any:
 
     lock = request.lock
     artifacts = lock.select(request.platform, request.categories)
-    lock_hash = lock_sha256(lock.path)
+    lock_hash = request.lock_sha256 or lock_sha256(lock.path)
     components: dict[tuple[str, str], Any] = {}
     for artifact in artifacts:
         hashes = []
@@ -285,6 +287,12 @@ def write_sbom(
     text = sbom_json(lock_path, platform, categories=tuple(categories), name=name, epoch=epoch)
     write_text_atomic(out, text)
     return out
+
+
+def write_request(request: SbomRequest, out_path: Path) -> Path:
+    """``write_sbom`` for a lock the caller has already read (and hashed)."""
+    write_text_atomic(out_path, render(build_bom(request)))
+    return out_path
 
 
 def host_platform() -> str:

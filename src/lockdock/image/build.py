@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,6 @@ from lockdock.engine import (
     untag,
 )
 from lockdock.image.plan import buildx_argv, image_output, planned_tags
-from lockdock.image.repro import ReproResult, verify_repro
 from lockdock.image.stage import prepare_build
 from lockdock.progress import say
 from lockdock.tags import local_name
@@ -110,10 +110,8 @@ def build(
 
 
 def build_command(
-    project_dir: Path,
-    flavor: str,
+    context: FlavorContext,
     *,
-    platform: str | None = None,
     base_image: str | None = None,
     builder: str | None = None,
     name: str | None = None,
@@ -122,24 +120,19 @@ def build_command(
     cache_from: tuple[str, ...] = (),
     cache_to: tuple[str, ...] = (),
 ) -> BuildResult:
-    """What ``lockdock build`` and ``nox -s build-<flavor>`` run: the engine first (before
-    any work), then the flavor resolved once. The lock's freshness against its inputs is the
-    caller's to check (``lockdock build`` runs ``lock --check`` first)."""
-    engine.check_engine(builder)  # through the module: tests fake the engine here
-    context = resolve_flavor(project_dir, flavor, platform)
+    """What ``lockdock build`` and ``nox -s build-<flavor>`` run, on a flavor the CLI resolved
+    once (``ready_to_build``: engine, project, lock, freshness)."""
     return build(context, base_image=base_image, builder=builder, name=name, force=force,
                  compression=compression, cache_from=cache_from, cache_to=cache_to)
 
 
-def verify_repro_command(
-    project_dir: Path,
-    flavor: str,
-    *,
-    platform: str | None = None,
-    base_image: str | None = None,
-    builder: str | None = None,
-    keep: Path | None = None,
-) -> ReproResult:
-    """What ``lockdock verify-repro`` runs (lockdock.image.repro)."""
-    return verify_repro(project_dir, flavor, platform=platform, base_image=base_image,
-                        builder=builder, keep=keep)
+def ready_to_build(
+    project_dir: Path, flavor: str, platform: str | None, builder: str | None,
+    check_fresh: Callable[[FlavorContext], None],
+) -> FlavorContext:
+    """The engine first (before any work), then the flavor resolved once, then
+    ``check_fresh`` on it (the CLI passes ``lock --check``; image never imports lock)."""
+    engine.check_engine(builder)  # through the module: tests fake the engine here
+    context = resolve_flavor(project_dir, flavor, platform)
+    check_fresh(context)
+    return context

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockdock import engine
-from lockdock.context import resolve_flavor
+from lockdock.context import FlavorContext
 from lockdock.engine import run_buildx
 from lockdock.errors import ReproducibilityError
 from lockdock.image.plan import buildx_argv, oci_output
@@ -117,10 +116,8 @@ class ReproResult:
 
 
 def verify_repro(
-    project_dir: Path,
-    flavor_name: str,
+    context: FlavorContext,
     *,
-    platform: str | None = None,
     base_image: str | None = None,
     builder: str | None = None,
     store: Path | None = None,
@@ -131,8 +128,6 @@ def verify_repro(
     ReproducibilityError naming the differing files when they differ. ``keep``: leave the two
     OCI layouts there (for inspection) instead of a temporary folder.
     """
-    engine.check_engine(builder)  # through the module: tests fake the engine here
-    context = resolve_flavor(project_dir, flavor_name, platform)
     plan = prepare_build(context, base_image=base_image, builder=builder, store=store)
     with contextlib.ExitStack() as stack:
         work = keep or Path(

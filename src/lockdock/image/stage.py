@@ -93,10 +93,11 @@ def stage_store(store: Path, artifacts: Sequence[LockedArtifact], dest: Path) ->
 
 def stage_sbom(context: FlavorContext, epoch: int, dest: Path) -> Path:
     """The ``sbom`` build context: the lock's CycloneDX SBOM, shipped in the image."""
-    from lockdock.sbom import SBOM_FILE, write_sbom
+    from lockdock.facts import IMAGE_CATEGORIES
+    from lockdock.sbom import SBOM_FILE, SbomRequest, write_request
 
-    write_sbom(context.flavor.lock_path, context.platform.subdir, dest / SBOM_FILE,
-               name=context.flavor.name, epoch=epoch)
+    write_request(SbomRequest(context.lock, context.platform.subdir, IMAGE_CATEGORIES,
+                              context.flavor.name, epoch, context.lock_sha256), dest / SBOM_FILE)
     return dest
 
 

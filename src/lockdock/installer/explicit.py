@@ -46,6 +46,12 @@ _PIP_LINE = re.compile(r"^# pip (?P<name>[^\s@]+)\s*@\s*(?P<url>\S+)$")
 _HEADER = re.compile(r"^#\s*(?P<key>platform|input_hash):\s*(?P<value>\S+)\s*$")
 
 
+def is_explicit_text(text: str) -> bool:
+    """Whether ``text`` is an explicit lock (an ``@EXPLICIT`` line near its top)."""
+    return any(line.strip() == EXPLICIT_MARKER
+               for line in text.splitlines()[:_SNIFF_LINES])
+
+
 def is_explicit(path: Path) -> bool:
     """Whether ``path`` is an explicit lock (an ``@EXPLICIT`` line near its top)."""
     try:

@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from lockdock.errors import SpecError, StaleLockError, UsageError
-from lockdock.textio import read_yaml
 
 CONDA_SUFFIXES = (".conda", ".tar.bz2")
 #: The lock ``version:`` values this reader understands (conda-lock refuses others too).
@@ -95,24 +94,36 @@ class Lock:
         return sorted(chosen, key=lambda a: (a.manager != "conda", a.name))
 
 
-def _load_yaml(path: Path) -> Any:
+def read_lock_bytes(path: Path | str) -> bytes:
+    """The lock file's bytes; StaleLockError (exit 6) when there is none."""
+    path = Path(path)
     try:
-        return read_yaml(path)
+        return path.read_bytes()
     except FileNotFoundError:
         raise StaleLockError(
             f"Lock file {path} does not exist: run `lockdock lock` first."
         ) from None
+    except OSError as error:
+        from lockdock.fsutil import local_file_error
+
+        raise local_file_error(path, error, "read") from None
 
 
 def read_lock(path: Path | str) -> Lock:
     """Read and validate a lock; SpecError naming the file and entry for anything that would
     make later steps install something other than what the lock claims (see ``_validate``)."""
-    path = Path(path)
-    from lockdock.installer.explicit import is_explicit, read_explicit
+    return parse_lock(read_lock_bytes(path), Path(path))
 
-    if is_explicit(path):  # `conda-lock render --kind explicit`, `conda list --explicit`
-        return read_explicit(path)
-    data = _load_yaml(path)
+
+def parse_lock(raw: bytes, path: Path) -> Lock:
+    """``read_lock`` on bytes already read (a command that also hashes them reads once)."""
+    from lockdock.installer.explicit import is_explicit_text, parse_explicit
+    from lockdock.textio import decode_text, load_yaml
+
+    text = decode_text(raw, path)
+    if is_explicit_text(text):
+        return parse_explicit(path, text)  # `conda-lock render --kind explicit`, `conda list`
+    data = load_yaml(text, path)
     if not isinstance(data, dict) or "package" not in data or "metadata" not in data:
         raise SpecError(
             f"{path} is not a conda-lock file: it needs top-level `metadata` and `package`."
