@@ -16,7 +16,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +47,22 @@ class PayloadRun:
         return [o for o in self.report.observations if not o.ok]
 
 
-def host_expectations() -> gates.Expectations:
-    """What the host's environment is, as the labels/lock would say for a cpu image."""
-    return gates.Expectations(
-        flavor="cpu",
-        python=platform.python_version(),
-        torch=importlib.metadata.version("torch"),
-        cuda="none",
-        prefix=sys.prefix,
-    )
+def host_expectations(**overrides: str) -> gates.Expectations:
+    """What the host's environment is, as the labels/lock would say for a cpu image;
+    ``overrides`` (flavor, python, torch, prefix, cuda) make it say something else."""
+    values: dict[str, Any] = {
+        "flavor": "cpu",
+        "python": platform.python_version(),
+        "torch": importlib.metadata.version("torch"),
+        "prefix": sys.prefix,
+    }
+    cuda = overrides.pop("cuda", "none")
+    values.update(overrides)
+    if "accelerator" in {f.name for f in fields(gates.Expectations)}:
+        values["accelerator"] = {"LOCKDOCK_EXPECT_CUDA": cuda}  # the accelerator kind's data
+    else:
+        values["cuda"] = cuda
+    return gates.Expectations(**values)
 
 
 def run_payload(
@@ -240,7 +247,7 @@ def test_fault_fails_exactly_its_gate(
     fault: str, tmp_path: Path, happy_run: PayloadRun, record_property: Any
 ) -> None:
     overrides, must_fail, failing_check = FAULT_CASES[fault]
-    expected = replace(host_expectations(), **overrides)
+    expected = host_expectations(**overrides)
     plugin_fault = None if fault in DATA_FAULTS else fault
     run = run_payload(tmp_path, expected, plugin_fault)
     record_property("payload_wall_seconds", round(run.seconds, 1))

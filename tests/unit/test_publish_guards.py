@@ -212,6 +212,7 @@ def test_multi_platform_index_tags_are_read_back(tmp_path: Path, registry: FakeR
         ("127.0.0.1:5000", "http://127.0.0.1:5000"),
         ("localhost:5000", "http://localhost:5000"),
         ("[::1]", "http://[::1]"),
+        ("[::1]:5000", "http://[::1]:5000"),
         ("ghcr.io", "https://ghcr.io"),
         ("10.0.0.7:5000", "https://10.0.0.7:5000"),
         ("registry.example:5000", "https://registry.example:5000"),
