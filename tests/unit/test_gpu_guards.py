@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch)")
+torch: Any = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch)")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "image"))
 import gatekit  # noqa: E402
 
@@ -32,7 +33,7 @@ def test_cudnn_runtime_must_equal_compiled() -> None:
     assert not gatekit.cudnn_versions_match((9, 1, 0), (9, 1, 1))
 
 
-def _tf32(tensor: torch.Tensor) -> torch.Tensor:
+def _tf32(tensor: Any) -> Any:
     """Round float32 to TF32's 10-bit mantissa (round to nearest), as tensor cores do."""
     bits = tensor.contiguous().view(torch.int32)
     rounded = (bits + 0x1000) & ~0x1FFF

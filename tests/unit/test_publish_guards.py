@@ -22,6 +22,7 @@ import pytest
 from lockdock import publish
 from lockdock.errors import RegistryError
 from lockdock.installer.lockfile import read_lock
+from lockdock.publish_plan import LocalImage
 from lockdock.registry import RegistryClient
 from lockdock.spec import load_project
 from lockdock.testing.flavors import write_flavor
@@ -31,8 +32,8 @@ DIGEST = "sha256:" + "a" * 64
 ARM_DIGEST = "sha256:" + "b" * 64
 ELSEWHERE = "sha256:" + "f" * 64
 REPOSITORY = "t/ml"
-AMD64 = publish.LocalImage(platform="linux/amd64", reference="local/ml:amd64", digest=DIGEST)
-ARM64 = publish.LocalImage(platform="linux/arm64", reference="local/ml:arm64", digest=ARM_DIGEST)
+AMD64 = LocalImage(platform="linux/amd64", reference="local/ml:amd64", digest=DIGEST)
+ARM64 = LocalImage(platform="linux/arm64", reference="local/ml:arm64", digest=ARM_DIGEST)
 
 
 class FakeRegistry:
@@ -73,17 +74,17 @@ class FakePusher:
     """The engine's side: pushes write the tag into the fake registry; ``fail_tag`` fails."""
 
     def __init__(
-        self, registry: FakeRegistry, images: list[publish.LocalImage], fail_tag: str | None = None
+        self, registry: FakeRegistry, images: list[LocalImage], fail_tag: str | None = None
     ) -> None:
         self.registry = registry
         self.images = {i.reference: i for i in images}
         self.fail_tag = fail_tag
         self.pushed: list[str] = []
 
-    def inspect(self, reference: str) -> publish.LocalImage:
+    def inspect(self, reference: str) -> LocalImage:
         return self.images[reference]
 
-    def push(self, image: publish.LocalImage, repository: str, tag: str) -> str:
+    def push(self, image: LocalImage, repository: str, tag: str) -> str:
         if tag == self.fail_tag:
             raise RegistryError(f"Pushing {repository}:{tag} failed: denied")
         self.registry.tags[tag] = image.digest
@@ -102,7 +103,7 @@ def registry() -> Iterator[FakeRegistry]:
         yield fake
 
 
-def _project(root: Path, images: list[publish.LocalImage]) -> Path:
+def _project(root: Path, images: list[LocalImage]) -> Path:
     """A lock for linux-64 + linux-aarch64 and a passing gate report for each image."""
     lock = root / "conda-lock.yml"
     lock.write_text(
