@@ -8,6 +8,8 @@ pytest_plugins: list[str] = [
     "tests.fixtures.channel",
     "tests.fixtures.cpython",
     "tests.fixtures.engine",
+    "tests.fixtures.images",
+    "tests.fixtures.devtools",
 ]
 
 

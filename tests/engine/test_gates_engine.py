@@ -1,8 +1,9 @@
 """End to end on the real engine: the gates inside a built cpu image, through the CLI.
 
 The demo project (``lockdock.testing.demo``: local channel mirroring conda-forge, pip torch
-CPU + numpy + pytest, the debootstrap base image) is locked, fetched and built with
-``lockdock build``, then ``lockdock test cpu`` runs tests/image inside it (read-only mount,
+CPU + JupyterLab + numpy + pytest, the debootstrap base image) is locked, fetched and built
+with ``lockdock build`` once per session (tests/fixtures/images.py, shared with the other
+engine modules), then ``lockdock test cpu`` runs tests/image inside it (read-only mount,
 no network, non-root, read-only root file system). Checked: the report and gate.json for the
 image's exact digest, publish's acceptance of it, the step summary; and a real failure: the
 same CPU image gated as flavor ``cuda`` (a "CUDA" image whose torch has no CUDA) fails the
@@ -15,29 +16,18 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lockdock import gates, publish
-from lockdock.testing import ChannelServer
-from lockdock.testing.cpython import packaging_problem
-from lockdock.testing.demo import (
-    CHANNEL_NAME,
-    CPU_TORCH,
-    build_demo_channel,
-    demo_environment,
-    mirror_option,
-    write_demo_project,
-)
+from lockdock import publish
+from lockdock.testing.demo import demo_environment
+from lockdock.workspace import Workspace
+from tests.fixtures.images import DemoImage
 
 pytestmark = [pytest.mark.engine, pytest.mark.network]
-
-NAME = "lockdock-test/gates-e2e"
-
 
 @dataclass(frozen=True)
 class Built:
@@ -61,40 +51,16 @@ def ok(proc: Any) -> Any:
     return proc
 
 
-def _remove_tags(name: str) -> None:
-    listed = subprocess.run(
-        ["docker", "image", "ls", name, "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    for tag in listed.stdout.split():
-        subprocess.run(["docker", "image", "rm", tag], capture_output=True, check=False)
-
-
 @pytest.fixture(scope="module")
-def gated_image(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator[Built]:
-    problem = packaging_problem()
-    if problem:
-        pytest.skip(f"cannot package this CPython for the demo channel: {problem}")
-    served = tmp_path_factory.mktemp("gates-served")
-    build_demo_channel(served)
-    root = write_demo_project(
-        tmp_path_factory.mktemp("gates-e2e") / "project", pip=(CPU_TORCH, "numpy", "pytest")
-    )
-    with ChannelServer(served) as server:
-        ok(lockdock(root, "lock", "cpu", *mirror_option(f"{server.url}/{CHANNEL_NAME}")))
-        ok(lockdock(root, "fetch", "cpu"))
-    _remove_tags(NAME)
-    proc = ok(lockdock(root, "build", "cpu", "--base-image", base_image, "--name", NAME))
-    digest = proc.stdout.strip().splitlines()[-1]
-    record = json.loads((root / ".lockdock/builds/cpu/amd64.json").read_text())
-    yield Built(root, record["reference"], digest)
-    _remove_tags(NAME)
+def gated_image(demo_image: DemoImage) -> Built:
+    """The session's shared demo image (not modified here: reports go under its project)."""
+    return Built(demo_image.root, demo_image.reference, demo_image.digest)
 
 
 def test_gates_pass_in_the_cpu_image(gated_image: Built, tmp_path: Path) -> None:
     summary = tmp_path / "step-summary.md"
     proc = ok(lockdock(gated_image.root, "test", "cpu", env={"GITHUB_STEP_SUMMARY": str(summary)}))
-    out = gates.report_dir(gated_image.root, "cpu", gated_image.digest)
+    out = Workspace(gated_image.root).report_dir("cpu", gated_image.digest)
     record = json.loads((out / "gate.json").read_text())
     print(f"\n{proc.stderr.strip().splitlines()[-1]}\n{(out / 'report.md').read_text()}")
     assert record["passed"] is True, record
@@ -115,7 +81,8 @@ def test_gates_pass_in_the_cpu_image(gated_image: Built, tmp_path: Path) -> None
     assert "— PASSED" in (out / "report.md").read_text()
     assert summary.read_text() == (out / "report.md").read_text() + "\n"
     # publish accepts this report for this digest
-    image = publish.LocalImage(platform="linux/amd64", reference=NAME, digest=gated_image.digest)
+    image = publish.LocalImage(platform="linux/amd64", reference=gated_image.reference,
+                               digest=gated_image.digest)
     assert publish.gate_refusal(record, out / "gate.json", "cpu", image) is None
 
 
@@ -132,7 +99,7 @@ def test_cpu_torch_gated_as_cuda_fails_the_environment_gate(
     proc = lockdock(root, "test", "cuda", "--image", gated_image.reference)
     assert proc.returncode == 11, proc.stderr[-4000:]
     assert "test_environment::test_torch_build_matches_flavor" in proc.stderr
-    out = gates.report_dir(root, "cuda", gated_image.digest)
+    out = Workspace(root).report_dir("cuda", gated_image.digest)
     record = json.loads((out / "gate.json").read_text())
     assert record["passed"] is False
     assert record["failed"] == ["test_environment::test_torch_build_matches_flavor"]

@@ -4,7 +4,9 @@ run -> verify inside -> no-op rebuild -> layer reuse -> verify-repro; and the fa
 Every lockdock step runs as the CLI (``python -m lockdock.cli``). The project is the demo one
 (``lockdock.testing.demo``): ``environment.yml`` names conda-forge, the lock mirrors it to the
 local channel, the base image is the debootstrap one. Builds are minutes each (the torch
-environment is ~1.3 GB): the module shares one torch project and one small project.
+environment is ~1.5 GB): the torch image is the session's shared demo image
+(tests/fixtures/images.py, also gated and opened by other modules); the failure paths share one
+small project.
 """
 
 from __future__ import annotations
@@ -22,20 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from lockdock.testing import ChannelServer
-from lockdock.testing.cpython import packaging_problem
-from lockdock.testing.demo import (
-    CHANNEL_NAME,
-    CPU_TORCH,
-    build_demo_channel,
-    demo_environment,
-    mirror_option,
-    write_demo_project,
-)
+from lockdock.testing.demo import demo_environment, mirror_option, write_demo_project
+from tests.fixtures.images import DEMO_IMAGE_NAME, DemoImage, clone_project
 
 pytestmark = [pytest.mark.engine, pytest.mark.network]
 
-NAME = "lockdock-test/image-e2e"
+NAME = DEMO_IMAGE_NAME
 SMALL_NAME = "lockdock-test/image-e2e-small"
 
 
@@ -80,17 +74,6 @@ def _remove_tags(name: str) -> None:
         docker("image", "rm", tag)
 
 
-@pytest.fixture(scope="module")
-def demo_channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    problem = packaging_problem()
-    if problem:
-        pytest.skip(f"cannot package this CPython for the demo channel: {problem}")
-    served = tmp_path_factory.mktemp("demo-served")
-    build_demo_channel(served)
-    with ChannelServer(served) as server:
-        yield f"{server.url}/{CHANNEL_NAME}"
-
-
 def _locked_and_fetched(root: Path, channel: str) -> None:
     ok(lockdock(root, "lock", "cpu", *mirror_option(channel)))
     ok(lockdock(root, "fetch", "cpu"))
@@ -101,18 +84,10 @@ def _build(built_root: Path, base: str, name: str, *extra: str) -> subprocess.Co
 
 
 @pytest.fixture(scope="module")
-def torch_build(
-    tmp_path_factory: pytest.TempPathFactory, demo_channel: str, base_image: str
-) -> Iterator[Built]:
-    root = write_demo_project(tmp_path_factory.mktemp("e2e") / "torch",
-                              pip=(CPU_TORCH, "numpy"))
-    _locked_and_fetched(root, demo_channel)
-    _remove_tags(NAME)
-    proc = ok(_build(root, base_image, NAME))
-    digest = proc.stdout.strip().splitlines()[-1]
-    record = json.loads((root / ".lockdock/builds/cpu/amd64.json").read_text())
-    yield Built(root, base_image, NAME, digest, record["reference"])
-    _remove_tags(NAME)
+def torch_build(demo_image: DemoImage) -> Built:
+    """The shared demo image (built once per session; its project must not be modified)."""
+    return Built(demo_image.root, demo_image.base_image, demo_image.name, demo_image.digest,
+                 demo_image.reference)
 
 
 @pytest.fixture(scope="module")
@@ -214,17 +189,23 @@ def test_second_build_is_a_no_op(torch_build: Built) -> None:
     assert "buildx" not in proc.stderr and "#1 " not in proc.stderr
 
 
-def test_non_environment_change_reuses_the_environment_layer(torch_build: Built) -> None:
+def test_non_environment_change_reuses_the_environment_layer(
+    torch_build: Built, tmp_path: Path
+) -> None:
+    """A clone of the shared project (its Dockerfile changed) under its own name: the shared
+    image, its tags and its project's last-build record stay as other modules expect."""
     before = inspect(torch_build.content_tag)["RootFS"]["Layers"]  # type: ignore[index]
-    dockerfile = torch_build.root / "images/cpu/Dockerfile"
-    original = dockerfile.read_text()
-    dockerfile.write_text(original + 'RUN echo "welcome" > /home/lockdock/motd\n')
+    clone = clone_project(torch_build.root, tmp_path / "changed")
+    dockerfile = clone / "images/cpu/Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + 'RUN echo "welcome" > /home/lockdock/motd\n')
+    changed = f"{NAME}-changed"
     try:
-        proc = ok(_build(torch_build.root, torch_build.base_image, NAME, "--force"))
+        proc = ok(_build(clone, torch_build.base_image, changed, "--force"))
+        assert "builder 1/1" in proc.stderr and "CACHED" in proc.stderr
+        rebuilt = json.loads((clone / ".lockdock/builds/cpu/amd64.json").read_text())
+        after = inspect(rebuilt["reference"])["RootFS"]["Layers"]  # type: ignore[index]
     finally:
-        dockerfile.write_text(original)
-    assert "builder 1/1" in proc.stderr and "CACHED" in proc.stderr
-    after = inspect(torch_build.content_tag)["RootFS"]["Layers"]  # type: ignore[index]
+        _remove_tags(changed)
     assert len(after) == len(before) + 1
     assert after[: len(before)] == before  # base, environment and lock layers: same digests
     assert proc.stdout.strip().splitlines()[-1] != torch_build.digest

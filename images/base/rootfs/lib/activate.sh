@@ -18,12 +18,19 @@ if [ -d "$LOCKDOCK_PREFIX" ]; then
         unset lockdock_script
     fi
 fi
-# Interactive shells (/etc/bash.bashrc sources this last): show the active environment in the
-# prompt as `conda activate` does, once, whatever the base image's PS1 is.
+# Interactive shells (/etc/bash.bashrc sources this): show the active environment in the
+# prompt as `conda activate` does. Through PROMPT_COMMAND, because ~/.bashrc (read after
+# /etc/bash.bashrc) sets its own PS1; the prefix is added once, whatever PS1 is.
 case $- in
     *i*)
-        case ${PS1-} in
-            "(lockdock) "*) ;;
-            *) PS1="(lockdock) ${PS1-\$ }" ;;
+        lockdock_prompt() {
+            case ${PS1-} in
+                "(lockdock) "*) ;;
+                *) PS1="(lockdock) ${PS1-\$ }" ;;
+            esac
+        }
+        case ${PROMPT_COMMAND-} in
+            *lockdock_prompt*) ;;
+            *) PROMPT_COMMAND="lockdock_prompt${PROMPT_COMMAND:+;$PROMPT_COMMAND}" ;;
         esac ;;
 esac
