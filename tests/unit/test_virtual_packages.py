@@ -185,3 +185,29 @@ def test_flavor_platforms_override_the_files_like_dash_p(tmp_path: Path) -> None
                         platforms=("linux-64",))  # fmt: skip
     plan = plan_flavor(flavor)
     assert [p.platform for p in plan.platforms] == ["linux-64"]
+
+
+def test_cli_lock_check_adopts_a_plain_conda_lock_project(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """larsnet-midi as its users have it: `-p` platforms, conda-lock's default __cuda."""
+    from lockdock import cli
+    from lockdock.testing.flavors import write_flavor
+
+    shutil.copy(LARSNET_ENV, tmp_path / "environment.yml")
+    shutil.copy(LARSNET, tmp_path / "conda-lock.yml")
+    toml = 'accelerator = "cpu"\ndefault = true\nplatforms = ["linux-64", "linux-aarch64"]\n'
+    write_flavor(tmp_path / "images", "cpu", toml)
+
+    def check(*flags: str) -> int:
+        with pytest.raises(SystemExit) as done:
+            cli.main(["-C", str(tmp_path), "lock", "--check", *flags])
+        return int(done.value.code or 0)
+
+    assert check() == 6
+    assert "linux-64" in capsys.readouterr().err
+    assert check("--with-cuda", "default") == 0
+    assert check("--with-cuda", "12.0") == 6
+    assert check("--with-cuda", "12.0", "--without-cuda") == 2  # exclusive: usage error
+    write_flavor(tmp_path / "images", "cpu", toml + 'with-cuda = "default"\n')
+    assert check() == 0
