@@ -98,18 +98,20 @@ def inventory(store: Path) -> frozenset[str]:
 
     Temp files (hidden, ``*.part``) of running or interrupted downloads are not listed.
     """
-    found: set[str] = set()
+    return frozenset(
+        f"{kind}/{digest_dir.name}/{entry.name}"
+        for kind, digest_dir in _digest_dirs(store)
+        for entry in digest_dir.iterdir()
+        if not entry.name.startswith(".") and entry.is_file()
+    )
+
+
+def _digest_dirs(store: Path) -> Iterator[tuple[str, Path]]:
+    """``(sha256|md5, <store>/<kind>/<digest>/)`` for every digest folder of the store."""
     for kind in (HASH_DIR, MD5_DIR):
         root = Path(store) / kind
-        if not root.is_dir():
-            continue
-        for digest_dir in root.iterdir():
-            if not digest_dir.is_dir():
-                continue
-            for entry in digest_dir.iterdir():
-                if not entry.name.startswith(".") and entry.is_file():
-                    found.add(f"{kind}/{digest_dir.name}/{entry.name}")
-    return frozenset(found)
+        if root.is_dir():
+            yield from ((kind, d) for d in sorted(root.iterdir()) if d.is_dir())
 
 
 def plan_fetch(
@@ -265,22 +267,16 @@ def sweep_dead_temps(store: Path) -> list[Path]:
     """Remove temp files that downloads of dead processes (SIGKILL, a crash) left behind,
     and their digest folders if now empty; files of running fetches are left alone."""
     removed: list[Path] = []
-    for kind in (HASH_DIR, MD5_DIR):
-        root = Path(store) / kind
-        if not root.is_dir():
-            continue
-        for digest_dir in root.iterdir():
-            if not digest_dir.is_dir():
-                continue
-            for entry in digest_dir.iterdir():
-                match = _TEMP_NAME.match(entry.name)
-                if match and int(match.group(1)) != os.getpid() \
-                        and not _pid_alive(int(match.group(1))):
-                    with contextlib.suppress(OSError):
-                        entry.unlink()
-                        removed.append(entry)
-            with contextlib.suppress(OSError):
-                digest_dir.rmdir()  # only succeeds when empty
+    for _, digest_dir in _digest_dirs(store):
+        for entry in digest_dir.iterdir():
+            match = _TEMP_NAME.match(entry.name)
+            if match and int(match.group(1)) != os.getpid() \
+                    and not _pid_alive(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    removed.append(entry)
+        with contextlib.suppress(OSError):
+            digest_dir.rmdir()  # only succeeds when empty
     return removed
 
 
