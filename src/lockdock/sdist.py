@@ -218,7 +218,7 @@ def build_wheel(
     _run(
         [uv, "build", str(sdist_path), "--wheel", "--out-dir", str(wheels),
          "--build-constraints", str(pins), "--require-hashes", "--no-config", "--no-cache",
-         "--index-url", index, "--python", python, "--quiet", "--no-create-gitignore"],
+         "--index-url", index, "--python", python, "--no-progress", "--no-create-gitignore"],
         what, env,
     )  # fmt: skip
     built = sorted(p for p in wheels.glob("*.whl"))

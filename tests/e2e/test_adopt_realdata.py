@@ -235,3 +235,38 @@ def test_locked_sdist_installs_offline_from_the_wheel_fetch_built(
     assert out.stdout.startswith(str(prefix))
     verify = run_installer(lock, "--prefix", prefix, "--verify-only", "--platform", "linux-64")
     assert verify.returncode == 0, verify.stderr
+
+
+@pytest.mark.network
+def test_an_sdist_whose_build_fails_is_exit_8_naming_it_and_records_nothing(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+    import io
+    import tarfile
+
+    from lockdock.errors import InstallError
+    from lockdock.installer.lockfile import LockedArtifact
+    from lockdock.sdist import ensure_built
+
+    sdist = tmp_path / "broken-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        data = b"raise SystemExit('this package refuses to build')\n"
+        info = tarfile.TarInfo("broken-1.0/setup.py")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    artifact = LockedArtifact(
+        name="broken", version="1.0", manager="pip", platform="linux-64", url=sdist.as_uri(),
+        sha256=hashlib.sha256(sdist.read_bytes()).hexdigest(), md5=None,
+        categories=frozenset({"main"}),
+    )  # fmt: skip
+    store = tmp_path / "store"
+    store_mod.fetch([artifact], store)
+    before = store_mod.inventory(store)
+    with pytest.raises(InstallError) as caught:
+        ensure_built(artifact, store)
+    assert caught.value.exit_code == 8
+    assert "broken 1.0 (broken-1.0.tar.gz)" in str(caught.value)
+    assert "refuses to build" in str(caught.value)
+    assert store_mod.inventory(store) == before
+    assert not record_path(store, artifact.sha256 or "").exists()
