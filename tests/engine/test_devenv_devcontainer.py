@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import pytest
 
 from lockdock.accelerators import KINDS
 from lockdock.pin import devcontainer_text
+from lockdock.testing.demo import write_demo_project
 from tests.fixtures.images import PublishedDemo
 
 PREFIX = "/opt/conda/envs/lockdock"
@@ -37,6 +39,12 @@ def cli(devcontainer: Path, *args: str, timeout: int = 900) -> subprocess.Comple
 def lockdock(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "lockdock.cli", "-C", str(project), *args],
                           capture_output=True, text=True, check=False)
+
+
+def docker_out(*args: str) -> str:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
 
 
 def last_json(output: str) -> dict[str, object]:
@@ -82,6 +90,7 @@ def test_the_cli_check_can_fail(devcontainer_cli: Path, tmp_path: Path, command:
 
 
 def test_devcontainer_for_a_flavor_never_published_names_it(tmp_path: Path) -> None:
+    write_demo_project(tmp_path)
     (tmp_path / "images.lock.json").write_text(json.dumps(
         {"version": 1, "images": []}) + "\n")
     proc = lockdock(tmp_path, "devcontainer", "gpu-large")
@@ -95,17 +104,22 @@ def test_devcontainer_for_a_flavor_never_published_names_it(tmp_path: Path) -> N
 def workspace(published_demo: PublishedDemo, tmp_path: Path) -> Iterator[Path]:
     """A project folder that records the published image, owned by uid 1000 as a developer's
     checkout is (the CLI maps the container user to the host user; run as root it keeps 1000)."""
-    ws = tmp_path / "ws"
+    ws, project = tmp_path / "ws", published_demo.image.root
     ws.mkdir()
-    (ws / "images.lock.json").write_bytes(
-        (published_demo.image.root / "images.lock.json").read_bytes())
+    for name in ("environment.yml", "conda-lock.yml", "images.lock.json"):
+        shutil.copy2(project / name, ws / name)
+    shutil.copytree(project / "images", ws / "images")
     (ws / "notebook.py").write_text("print('from the host')\n")
     yield ws
     listed = subprocess.run(["docker", "ps", "-aq", "--filter",
                              f"label=devcontainer.local_folder={ws}"],
                             capture_output=True, text=True, check=False)
     for container in listed.stdout.split():
+        image = subprocess.run(["docker", "inspect", "-f", "{{.Config.Image}}", container],
+                               capture_output=True, text=True, check=False).stdout.strip()
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+        if image.startswith("vsc-"):  # the CLI's uid-mapping image on top of ours
+            subprocess.run(["docker", "image", "rm", image], capture_output=True, check=False)
 
 
 @pytest.mark.engine
@@ -126,10 +140,11 @@ def test_devcontainer_up_and_exec_run_the_locked_torch_as_lockdock(
     assert up.returncode == 0 and result["outcome"] == "success", up.stderr[-3000:]
     assert result["remoteUser"] == "lockdock"
     remote = str(result["remoteWorkspaceFolder"])
-    image = subprocess.run(["docker", "inspect", "-f", "{{.Config.Image}}",
-                            str(result["containerId"])], capture_output=True, text=True,
-                           check=False).stdout.strip()
-    assert image.startswith(published_demo.repository)  # the published image, not a local tag
+    image = docker_out("inspect", "-f", "{{.Config.Image}}", str(result["containerId"]))
+    # The container runs the pinned image the CLI pulled, or the CLI's uid-mapping image on it
+    published = docker_out("image", "inspect", "-f", "{{json .RootFS.Layers}}", config["image"])
+    running = docker_out("image", "inspect", "-f", "{{json .RootFS.Layers}}", image)
+    assert json.loads(running)[: len(json.loads(published))] == json.loads(published), image
 
     interpreter = config["customizations"]["vscode"]["settings"]["python.defaultInterpreterPath"]
     code = ("import os, pwd, sys, torch; "
