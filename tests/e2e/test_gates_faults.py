@@ -16,7 +16,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,11 @@ def host_expectations(**overrides: str) -> gates.Expectations:
         "prefix": sys.prefix,
     }
     cuda = overrides.pop("cuda", "none")
+    rocm = overrides.pop("rocm", None)
     values.update(overrides)
-    if "accelerator" in {f.name for f in fields(gates.Expectations)}:
-        values["accelerator"] = {"LOCKDOCK_EXPECT_CUDA": cuda}  # the accelerator kind's data
-    else:
-        values["cuda"] = cuda
+    kind = "rocm" if rocm else "cpu" if cuda == "none" else "cuda"
+    values["accelerator"] = {"LOCKDOCK_EXPECT_ACCELERATOR": kind, "LOCKDOCK_EXPECT_CUDA": cuda,
+                             **({"LOCKDOCK_EXPECT_ROCM": rocm} if rocm else {})}
     return gates.Expectations(**values)
 
 
@@ -120,7 +120,8 @@ def test_payload_passes_on_host_torch(happy_run: PayloadRun, record_property: An
     for gate in gates.REQUIRED_GATES:
         assert any(c.gate == gate and c.outcome == "passed" for c in report.cases), gate
     skipped = [c for c in report.cases if c.outcome == "skipped"]
-    assert skipped and all("CUDA" in c.message for c in skipped), [c.message for c in skipped]
+    assert skipped and all("CUDA" in c.message or "ROCm" in c.message for c in skipped), [
+        c.message for c in skipped]
     # The checklist rows the report promises are there, each with an observed value.
     checks = {o.check for o in report.observations}
     for wanted in (
@@ -218,6 +219,11 @@ FAULT_CASES: dict[str, tuple[dict[str, str], set[str], str]] = {
         {"test_environment::test_torch_build_matches_flavor"},
         "PyTorch build matches flavor",
     ),
+    "rocm-without-rocm": (
+        {"rocm": "6.2"},
+        {"test_environment::test_rocm_version"},
+        "ROCm (HIP) version PyTorch was built with",
+    ),
     "wrong-python": (
         {"python": "3.10"}, {"test_environment::test_python_version"}, "Python version"
     ),
@@ -230,7 +236,8 @@ FAULT_CASES: dict[str, tuple[dict[str, str], set[str], str]] = {
         "interpreter prefix",
     ),
 }  # fmt: skip
-DATA_FAULTS = {"cuda-without-cuda", "wrong-python", "wrong-torch", "wrong-prefix"}
+DATA_FAULTS = {"cuda-without-cuda", "rocm-without-rocm", "wrong-python", "wrong-torch",
+               "wrong-prefix"}
 
 
 def test_every_plugin_fault_has_a_case() -> None:

@@ -67,16 +67,18 @@ def test_torch_version(observe: Any) -> None:
 
 
 def _cuda_expected() -> bool:
-    flavor = os.environ.get(gatekit.EXPECT_FLAVOR, "").strip().lower()
+    """A CUDA build is wanted when a CUDA version is expected, or the accelerator kind is
+    CUDA's (its lock then lacks the runtime: a CPU torch in a CUDA image must fail)."""
+    kind = os.environ.get(gatekit.EXPECT_ACCELERATOR, "").strip().lower()
     cuda = os.environ.get(gatekit.EXPECT_CUDA, "").strip().lower()
     if cuda and cuda != "none":
         return True
-    if flavor.startswith("cuda"):
+    if kind == "cuda":
         return True
-    if flavor == "cpu" or cuda == "none":
+    if cuda == "none":
         return False
     pytest.skip(
-        f"flavor {flavor or '(unset)'} does not say whether PyTorch must be a CUDA build: "
+        f"accelerator {kind or '(unset)'} does not say whether PyTorch must be a CUDA build: "
         f"set ${gatekit.EXPECT_CUDA} to a version or to 'none'"
     )
 
@@ -93,6 +95,19 @@ def test_torch_build_matches_flavor(observe: Any, components: gatekit.Components
         expected = f"flavor {flavor}: a CPU build (torch.version.cuda=None)"
     ok = gatekit.build_matches_flavor(wants_cuda, torch_cuda, cuda_built)
     observe("PyTorch build matches flavor", expected=expected, observed=observed, ok=ok)
+
+
+def test_rocm_version(observe: Any) -> None:
+    expected = os.environ.get(gatekit.EXPECT_ROCM, "").strip()
+    if not expected:
+        pytest.skip("no ROCm runtime expected (the accelerator kind sets LOCKDOCK_EXPECT_ROCM)")
+    observed = getattr(torch.version, "hip", None)
+    observe(
+        "ROCm (HIP) version PyTorch was built with",
+        expected=expected,
+        observed=str(observed),
+        ok=observed is not None and versions_match(str(observed), expected),
+    )
 
 
 def test_cuda_version(observe: Any, components: gatekit.Components) -> None:
