@@ -369,10 +369,10 @@ def pin(ctx: _Context, reference: str, files: tuple[Path, ...], check: bool) -> 
 def devcontainer(ctx: _Context, flavor: str, repository: str | None, output: Path | None,
                  force: bool) -> None:
     """Write a devcontainer.json running FLAVOR's published image, pinned by digest."""
-    from lockdock import pin as pinning
+    from lockdock.devcontainer import write_devcontainer
 
-    path = pinning.write_devcontainer(ctx.project_dir, flavor, repository=repository,
-                                      output=output, force=force)
+    path = write_devcontainer(ctx.project_dir, flavor, repository=repository, output=output,
+                              force=force)
     click.echo(f"wrote {path}")
 
 

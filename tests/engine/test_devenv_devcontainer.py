@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from lockdock.accelerators import KINDS
-from lockdock.pin import devcontainer_text
+from lockdock.devcontainer import devcontainer_text
 from lockdock.testing.demo import write_demo_project
 from tests.fixtures.images import PublishedDemo
 
