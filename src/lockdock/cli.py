@@ -182,11 +182,12 @@ def install(
 ) -> None:
     """Install LOCKFILE into PREFIX from the store, then verify PREFIX equals the lock."""
     from lockdock.installer import install as install_mod
+    from lockdock.installer import prefix as prefix_mod
     from lockdock.installer.store import default_store
 
     chosen = list(categories) or ["main"]
     if verify_only:
-        install_mod.verify_prefix(lockfile, prefix, platform, chosen)
+        prefix_mod.verify_prefix(lockfile, prefix, platform, chosen)
         click.echo(f"{prefix} matches {lockfile}", err=True)
         return
     install_mod.install(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lockdock.installer import install as install_mod
+from lockdock.installer import prefix as prefix_mod
 from lockdock.installer import store as store_mod
 from tests.unit.test_bad_input import Project, _fill_store, proj, serve  # noqa: F401
 
@@ -121,7 +121,7 @@ def _install(proj: Project, prefix: Path) -> subprocess.Popen[str]:  # noqa: F81
 def test_an_install_into_a_locked_prefix_fails_fast(proj: Project) -> None:  # noqa: F811
     _fill_store(proj, proj.root / "store")
     prefix = proj.root / "env"
-    with install_mod.prefix_lock(prefix):
+    with prefix_mod.prefix_lock(prefix):
         second = _install(proj, prefix)
         out, err = second.communicate(timeout=300)
     assert second.returncode == 8, err
@@ -141,5 +141,5 @@ def test_concurrent_installs_never_corrupt_the_prefix(proj: Project) -> None:  #
         if code == 8:
             assert "Another lockdock install" in err
     assert any(code == 0 for code, _, _ in results)
-    install_mod.verify_prefix(proj.lock, prefix, "linux-64")
+    prefix_mod.verify_prefix(proj.lock, prefix, "linux-64")
     assert not list(prefix.parent.glob(".env.lockdock-*"))  # no lock file or cache left

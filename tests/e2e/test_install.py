@@ -21,6 +21,7 @@ import pytest
 from lockdock.cli import main as cli_main
 from lockdock.errors import InstallError, IntegrityError, UsageError
 from lockdock.installer import install, store
+from lockdock.installer import prefix as prefix_mod
 from lockdock.installer.lockfile import read_lock
 from lockdock.testing.installs import (
     conda_entry,
@@ -111,15 +112,16 @@ def run_in_prefix(prefix: Path, code: str) -> str:
 def test_diff_prefix_reports_missing_extra_and_different(small_lock: Path) -> None:
     artifacts = read_lock(small_lock).select("linux-64", ["main"])
     conda = {a.name: (a.version, a.build or "") for a in artifacts if a.manager == "conda"}
-    pip = {install.canonical_pip_name(a.name): a.version for a in artifacts if a.manager == "pip"}
-    assert install.diff_prefix(artifacts, conda, pip).ok
+    pip = {prefix_mod.canonical_pip_name(a.name): a.version
+           for a in artifacts if a.manager == "pip"}
+    assert prefix_mod.diff_prefix(artifacts, conda, pip).ok
 
     conda_bad = {**conda, "stray": ("1", "0")}
     conda_bad.pop("hello")
     conda_bad["libnative"] = ("1.0", "h2_0")
     pip_bad = {**pip, "intruder": "9"}
     pip_bad["tinywheel"] = "1.1"
-    diff = install.diff_prefix(artifacts, conda_bad, pip_bad)
+    diff = prefix_mod.diff_prefix(artifacts, conda_bad, pip_bad)
     assert diff.missing == ["hello 1.0 0 (conda)"]
     assert diff.extra == ["stray 1 0 (conda)", "intruder 9 (pip)"]
     assert diff.different == [
@@ -129,23 +131,23 @@ def test_diff_prefix_reports_missing_extra_and_different(small_lock: Path) -> No
 
 
 def test_pip_versions_match_public_part_of_local_versions() -> None:
-    assert install.pip_versions_match("2.13.0", "2.13.0+cpu")
-    assert install.pip_versions_match("2.13.0+cpu", "2.13.0+cpu")
-    assert not install.pip_versions_match("2.13.0+cpu", "2.13.0+cu126")
-    assert not install.pip_versions_match("2.13.0", "2.13.1")
+    assert prefix_mod.pip_versions_match("2.13.0", "2.13.0+cpu")
+    assert prefix_mod.pip_versions_match("2.13.0+cpu", "2.13.0+cpu")
+    assert not prefix_mod.pip_versions_match("2.13.0+cpu", "2.13.0+cu126")
+    assert not prefix_mod.pip_versions_match("2.13.0", "2.13.1")
 
 
 def test_classify_prefix(tmp_path: Path) -> None:
-    assert install.classify_prefix(tmp_path / "new") == "absent"
+    assert prefix_mod.classify_prefix(tmp_path / "new") == "absent"
     (tmp_path / "empty").mkdir()
-    assert install.classify_prefix(tmp_path / "empty") == "empty"
+    assert prefix_mod.classify_prefix(tmp_path / "empty") == "empty"
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "notes.txt").write_text("mine")
-    assert install.classify_prefix(tmp_path / "data") == "foreign"
+    assert prefix_mod.classify_prefix(tmp_path / "data") == "foreign"
     (tmp_path / "env" / "conda-meta").mkdir(parents=True)
-    assert install.classify_prefix(tmp_path / "env") == "conda"
-    (tmp_path / "env" / "conda-meta" / install.INCOMPLETE_MARKER).write_text("")
-    assert install.classify_prefix(tmp_path / "env") == "interrupted"
+    assert prefix_mod.classify_prefix(tmp_path / "env") == "conda"
+    (tmp_path / "env" / "conda-meta" / prefix_mod.INCOMPLETE_MARKER).write_text("")
+    assert prefix_mod.classify_prefix(tmp_path / "env") == "interrupted"
 
 
 def test_cpython_package_marks_only_text_files_with_the_old_prefix(
@@ -206,12 +208,12 @@ def test_install_downloads_installs_and_verifies_a_working_prefix(
     pip_check = run_in_prefix(prefix, "import pip; print(pip.__version__)")
     assert pip_check.strip()
 
-    install.verify_prefix(small_lock, prefix, "linux-64")
+    prefix_mod.verify_prefix(small_lock, prefix, "linux-64")
     verify = run_installer(
         small_lock, "--prefix", prefix, "--verify-only", "--platform", "linux-64"
     )
     assert verify.returncode == 0, verify.stderr
-    assert not (prefix / "conda-meta" / install.INCOMPLETE_MARKER).exists()
+    assert not (prefix / "conda-meta" / prefix_mod.INCOMPLETE_MARKER).exists()
     assert not (prefix / "lib/python3.11/site-packages/devtool.py").exists()  # category dev
 
     # conda-meta names where packages came from, not the store or the rattler cache.
@@ -259,9 +261,9 @@ def test_categories_select_what_is_installed_and_verified(
         offline=True,
     )  # fmt: skip
     assert (prefix / "lib/python3.11/site-packages/devtool.py").is_file()
-    install.verify_prefix(small_lock, prefix, "linux-64", ["main", "dev"])
+    prefix_mod.verify_prefix(small_lock, prefix, "linux-64", ["main", "dev"])
     with pytest.raises(IntegrityError, match=r"not in the lock: devtool 0\.1 \(pip\)"):
-        install.verify_prefix(small_lock, prefix, "linux-64", ["main"])
+        prefix_mod.verify_prefix(small_lock, prefix, "linux-64", ["main"])
 
 
 def test_extra_and_missing_packages_are_caught_and_repaired(
@@ -277,7 +279,7 @@ def test_extra_and_missing_packages_are_caught_and_repaired(
     )  # fmt: skip
     next((prefix / "conda-meta").glob("hello-*.json")).unlink()
     with pytest.raises(IntegrityError) as caught:
-        install.verify_prefix(small_lock, prefix, "linux-64")
+        prefix_mod.verify_prefix(small_lock, prefix, "linux-64")
     assert "missing: hello 1.0 0 (conda)" in str(caught.value)
     assert "not in the lock: intruder 9.0 (pip)" in str(caught.value)
     assert subprocess.run(
@@ -286,7 +288,7 @@ def test_extra_and_missing_packages_are_caught_and_repaired(
     ).returncode == IntegrityError.exit_code  # fmt: skip
 
     install.install(small_lock, prefix, platform="linux-64", store=filled_store, offline=True)
-    install.verify_prefix(small_lock, prefix, "linux-64")
+    prefix_mod.verify_prefix(small_lock, prefix, "linux-64")
     repaired = tree_manifest(prefix)
     assert repaired == clean, manifest_difference(clean, repaired)
 
@@ -391,9 +393,9 @@ def test_interrupted_install_is_redone_by_the_next_run(
 
     killed = run_installer(*args, env={install.FAULT_ENV: kill_at})
     assert killed.returncode == -signal.SIGKILL
-    assert (prefix / "conda-meta" / install.INCOMPLETE_MARKER).exists()
+    assert (prefix / "conda-meta" / prefix_mod.INCOMPLETE_MARKER).exists()
     with pytest.raises(IntegrityError, match="interrupted install"):
-        install.verify_prefix(small_lock, prefix, "linux-64")
+        prefix_mod.verify_prefix(small_lock, prefix, "linux-64")
 
     rerun = run_installer(*args)
     assert rerun.returncode == 0, rerun.stderr

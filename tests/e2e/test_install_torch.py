@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from lockdock.installer import install
+from lockdock.installer import prefix as prefix_mod
 from lockdock.testing.installs import manifest_difference
 from tests.fixtures.cpython import TorchInstall
 
@@ -37,7 +38,7 @@ def test_torch_imports_and_computes_in_the_installed_interpreter(
 
 
 def test_torch_prefix_verifies_against_the_lock(torch_install: TorchInstall) -> None:
-    contents = install.verify_prefix(torch_install.lock, torch_install.prefix, "linux-64")
+    contents = prefix_mod.verify_prefix(torch_install.lock, torch_install.prefix, "linux-64")
     assert contents.pip["torch"] == "2.13.0+cpu"
     assert {"sympy", "networkx", "jinja2", "markupsafe", "filelock"} <= set(contents.pip)
     assert set(contents.conda) == {"python"}

@@ -19,6 +19,7 @@ import pytest
 
 from lockdock.errors import BuildError
 from lockdock.installer import install
+from lockdock.installer import prefix as prefix_mod
 from lockdock.installer.layer_plan import (
     REPORT_PATH,
     SHARED_SLOT,
@@ -155,7 +156,7 @@ def test_slots_are_the_verified_prefix_exactly(locks: Locks, tmp_path: Path) -> 
     assert sum(1 for t in trees.values() for k in t.values() if k != "dir") == len(files)
     assert merged(trees) == before, manifest_difference(merged(trees), before)
     assert tree_manifest(prefix) == before  # the split leaves the prefix as it was
-    install.verify_prefix(locks.old, prefix, "linux-64")
+    prefix_mod.verify_prefix(locks.old, prefix, "linux-64")
     # The big interpreter has a slot of its own; the small packages are in their buckets.
     assert int(slot_of(out, "conda", "python")) > 16
     assert slot_of(out, "conda", "hello") == slot_dir(bucket_of("conda:hello"))

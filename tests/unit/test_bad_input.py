@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from lockdock.cli import main
-from lockdock.installer import install as install_mod
+from lockdock.installer import prefix as prefix_mod
 from tests.fixtures.channel import write_project
 
 ENV = """\
@@ -689,10 +689,10 @@ def test_force_installs_into_a_conda_prefix_lockdock_did_not_create(
             "--platform", "linux-64", "--store", str(proj.root / "store")]
     code, output = run_cli(argv, capsys)
     assert code == 0, output
-    assert (prefix / "conda-meta" / install_mod.PREFIX_MARKER).is_file()
+    assert (prefix / "conda-meta" / prefix_mod.PREFIX_MARKER).is_file()
     code, output = run_cli(argv, capsys)  # lockdock's own prefix: accepted again
     assert code == 0, output
-    (prefix / "conda-meta" / install_mod.PREFIX_MARKER).unlink()  # as conda would leave it
+    (prefix / "conda-meta" / prefix_mod.PREFIX_MARKER).unlink()  # as conda would leave it
     before = snapshot(proj.root)
     code, output = run_cli(argv, capsys)
     assert_clean_failure(code, output, 8, "lockdock did not create")
@@ -700,7 +700,7 @@ def test_force_installs_into_a_conda_prefix_lockdock_did_not_create(
     code, output = run_cli([*argv, "--force"], capsys)
     assert code == 0, output
     assert (prefix / "share" / "hello" / "version").read_text() == "hello 1.0\n"
-    assert (prefix / "conda-meta" / install_mod.PREFIX_MARKER).is_file()
+    assert (prefix / "conda-meta" / prefix_mod.PREFIX_MARKER).is_file()
 
 
 def test_suite_size() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from lockdock.errors import IntegrityError
 from lockdock.installer import install, store
+from lockdock.installer import prefix as prefix_mod
 from lockdock.installer.lockfile import LockedArtifact
 from lockdock.testing.installs import conda_entry, write_lock
 
@@ -52,7 +53,7 @@ def _locked_prefix(tmp_path: Path) -> tuple[Path, Path, Path]:
     package.write_bytes(b"not a real archive: the installer step is replaced below\n")
     lock = write_lock(tmp_path / "conda-lock.yml", [conda_entry(package)])
     store_dir = tmp_path / "store"
-    (artifact,) = install.locked_selection(lock, "linux-64", ("main",))[1]
+    (artifact,) = prefix_mod.locked_selection(lock, "linux-64", ("main",))[1]
     target = store.artifact_path(store_dir, artifact)
     target.parent.mkdir(parents=True)
     target.write_bytes(package.read_bytes())
@@ -79,7 +80,7 @@ def test_install_verifies_the_prefix_it_made(
     monkeypatch.setattr(install, "conda_records", lambda conda, store: [])  # fake archive
     monkeypatch.setattr(install, "_install_conda", _installs_build("h0_0"))  # the control
     report = install.install(lock, prefix, platform="linux-64", store=store_dir, offline=True)
-    assert report.conda == 1 and install.classify_prefix(prefix) == "conda"
+    assert report.conda == 1 and prefix_mod.classify_prefix(prefix) == "conda"
     assert "verify-prefix" in report.seconds
 
 
@@ -91,7 +92,7 @@ def test_install_that_ends_unlike_the_lock_raises_and_stays_marked_incomplete(
     monkeypatch.setattr(install, "_install_conda", _installs_build("h9_9"))  # a wrong build
     with pytest.raises(IntegrityError, match=r"different: hello \(conda\): installed 1.0 h9_9"):
         install.install(lock, prefix, platform="linux-64", store=store_dir, offline=True)
-    assert (prefix / "conda-meta" / install.INCOMPLETE_MARKER).is_file()
-    assert install.classify_prefix(prefix) == "interrupted"  # the next run starts over
+    assert (prefix / "conda-meta" / prefix_mod.INCOMPLETE_MARKER).is_file()
+    assert prefix_mod.classify_prefix(prefix) == "interrupted"  # the next run starts over
     with pytest.raises(IntegrityError, match="interrupted install"):
-        install.verify_prefix(lock, prefix, "linux-64")
+        prefix_mod.verify_prefix(lock, prefix, "linux-64")

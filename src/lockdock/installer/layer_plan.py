@@ -40,7 +40,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from lockdock.installer.install import CONDA_META, PREFIX_MARKER
+from lockdock.installer.prefix import CONDA_META, PREFIX_MARKER
 
 #: Layer slots of the final stage (images/<flavor>/Dockerfile copies /layers/00 .. 55).
 SLOTS = 56

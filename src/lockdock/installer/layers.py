@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lockdock.errors import BuildError, LockdockError
-from lockdock.installer.install import CONDA_META, canonical_pip_name
 from lockdock.installer.layer_plan import (
     REPORT_PATH,
     SHARED_SLOT,
@@ -54,6 +53,7 @@ from lockdock.installer.layer_plan import (
     plan_slots,
     slot_dir,
 )
+from lockdock.installer.prefix import CONDA_META, canonical_pip_name
 
 #: How many paths an error message lists before "and N more".
 LISTED = 20
