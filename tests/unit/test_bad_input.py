@@ -33,6 +33,7 @@ import yaml
 
 from lockdock.cli import main
 from lockdock.installer import prefix as prefix_mod
+from lockdock.workspace import Workspace
 from tests.fixtures.channel import write_project
 
 ENV = """\
@@ -114,7 +115,7 @@ class Project:
 
     @property
     def store(self) -> Path:
-        return self.project / ".lockdock" / "store"
+        return Workspace(self.project).store
 
     def write_lock(self, data: dict[str, Any] | None = None) -> None:
         self.lock.write_text(yaml.safe_dump(data or lock_data(self.entries), sort_keys=False),
@@ -283,7 +284,7 @@ def vpkgs(text: str, encoding: str = "utf-8") -> Callable[[Project], object]:
 
 def images_lock(data: bytes) -> Callable[[Project], object]:
     def setup(p: Project) -> None:
-        (p.project / "images.lock.json").write_bytes(data)
+        Workspace(p.project).images_lock_path.write_bytes(data)
     return setup
 
 
