@@ -44,6 +44,7 @@ from lockdock.testing.demo import (
     mirror_option,
     write_demo_project,
 )
+from lockdock.workspace import Workspace
 
 NAME = "lockdock-bench/cpu"
 REGISTRY = "127.0.0.1:5000"
@@ -71,7 +72,7 @@ def decompress(project: Path, dest: Path) -> float:
 
     lock = project / "conda-lock.yml"
     artifacts = read_lock(lock).select("linux-64", ["main"])
-    store = project / ".lockdock/store"
+    store = Workspace(project).store
     started = time.perf_counter()
     for index, artifact in enumerate(artifacts):
         path, target = artifact_path(store, artifact), dest / str(index)
@@ -89,7 +90,7 @@ def host_install(project: Path, dest: Path) -> float:
     """Seconds of the installer on the host (offline, the fetched store), then removed."""
     seconds = _timed(lambda: install.install(project / "conda-lock.yml", dest / "env",
                                              platform="linux-64", offline=True,
-                                             store=project / ".lockdock/store"))
+                                             store=Workspace(project).store))
     shutil.rmtree(dest)
     return seconds
 
