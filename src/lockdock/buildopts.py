@@ -89,3 +89,28 @@ def cache_to_problem(driver: str | None, cache_to: Sequence[str]) -> str | None:
         "--driver docker-container`, or a remote BuildKit with `--driver remote "
         "tcp://HOST:1234`) and pass --builder NAME"
     )
+
+
+# --- edge -----------------------------------------------------------------------------------
+
+
+def builder_driver(builder: str | None) -> str | None:
+    """The driver of buildx builder ``builder`` (default: the current one); None if unknown."""
+    import subprocess
+
+    argv = ["docker", "buildx", "inspect", *([builder] if builder else [])]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Driver":
+            return value.strip() or None
+    return None
+
+
+def check_cache_to(builder: str | None, cache_to: Sequence[str]) -> None:
+    """UsageError before any work when ``--cache-to`` cannot be exported by ``builder``."""
+    if not cache_to:
+        return
+    problem = cache_to_problem(builder_driver(builder), cache_to)
+    if problem:
+        raise UsageError(problem + ".")
