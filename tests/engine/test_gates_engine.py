@@ -24,6 +24,7 @@ import pytest
 
 from lockdock import publish
 from lockdock.testing.demo import demo_environment
+from lockdock.testing.flavors import STANDARD_FLAVORS
 from lockdock.workspace import Workspace
 from tests.fixtures.images import DemoImage
 
@@ -95,6 +96,8 @@ def test_cpu_torch_gated_as_cuda_fails_the_environment_gate(
     shutil.copy2(gated_image.root / "environment.yml", root / "environment.yml")
     shutil.copytree(gated_image.root / "images" / "base", root / "images" / "base")
     shutil.copytree(gated_image.root / "images" / "cpu", root / "images" / "cuda")
+    # the same folder, declared a CUDA flavor (its lock: images/cuda/conda-lock.yml)
+    (root / "images" / "cuda" / "flavor.toml").write_text(STANDARD_FLAVORS["cuda"])
     shutil.copy2(gated_image.root / "conda-lock.yml", root / "images" / "cuda" / "conda-lock.yml")
     proc = lockdock(root, "test", "cuda", "--image", gated_image.reference)
     assert proc.returncode == 11, proc.stderr[-4000:]

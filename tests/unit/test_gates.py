@@ -42,6 +42,9 @@ def artifact(name: str, version: str, manager: str = "conda") -> LockedArtifact:
     )
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 # --- expectations ---------------------------------------------------------------------------
 
 
@@ -526,3 +529,12 @@ def test_a_rocm_test_flavor_needs_only_its_accelerator_class() -> None:
     kwargs = client.containers.kwargs
     assert kwargs["devices"] == ["/dev/kfd:/dev/kfd", "/dev/dri:/dev/dri"]
     assert kwargs["group_add"] == ["video"] and kwargs["device_requests"] is None
+
+
+def test_the_default_payload_is_this_checkouts_tests_image(tmp_path: Path) -> None:
+    """A project without tests/image/ gates with lockdock's own payload."""
+    assert gates.default_payload_dir(tmp_path) == REPO_ROOT / "tests" / "image"
+    own = tmp_path / "tests" / "image"
+    own.mkdir(parents=True)
+    (own / "conftest.py").write_text("")
+    assert gates.default_payload_dir(tmp_path) == own

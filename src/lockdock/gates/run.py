@@ -58,11 +58,15 @@ class _Host:
         self.which, self.exists = which, exists
 
 
+#: lockdock's own checkout when it runs from one (src/lockdock/gates/run.py -> the root).
+SOURCE_CHECKOUT = Path(__file__).resolve().parents[3]
+
+
 def default_payload_dir(project_root: Path) -> Path:
     """The project's own ``tests/image`` if it has one, else lockdock's (source checkout)."""
     for candidate in (
         project_root / "tests" / "image",
-        Path(__file__).resolve().parents[2] / "tests" / "image",
+        SOURCE_CHECKOUT / "tests" / "image",
     ):
         if (candidate / "conftest.py").is_file():
             return candidate
