@@ -95,7 +95,9 @@ def update_summary(rows: Sequence[LayerRow]) -> UpdateSummary:
 
 
 def _mb(value: int | None) -> str:
-    return "—" if value is None else f"{value / 1e6:.1f} MB"
+    if value is None:
+        return "—"
+    return f"{value / 1e6:.1f} MB" if value >= 100_000 else f"{value / 1e3:.1f} kB"
 
 
 def render_table(rows: Sequence[LayerRow], against: str | None = None) -> list[str]:
