@@ -140,7 +140,6 @@ def built(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator
             for flavor in ("cpu", "second"):
                 _remove(f"{NAME}-{flavor}")
                 _remove(f"{REGISTRY}/{NAME}-{flavor}")
-            docker("builder", "prune", "--force", "--filter", "until=2h")
 
 
 def test_one_package_relock_changes_only_its_bucket_and_slot_00(built: Built) -> None:
