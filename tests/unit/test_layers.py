@@ -67,6 +67,10 @@ def test_files_nobody_owns_are_listed_unless_they_are_known_leftovers() -> None:
                               conda={}, pip={})  # fmt: skip
     assert ownership.unowned == ["share/stray", "x/__pycache__/y.cpython-311.pyc"]
     assert all(ownership.owner[p] is None for p in UNOWNED_FILES)
+    marker = assign_owners(["lib/python3.12/EXTERNALLY-MANAGED", "lib/EXTERNALLY-MANAGED"],
+                           conda={}, pip={})  # fmt: skip
+    assert marker.owner == {"lib/python3.12/EXTERNALLY-MANAGED": None}
+    assert marker.unowned == ["lib/EXTERNALLY-MANAGED"]
 
 
 def test_buckets_depend_on_the_key_alone_and_spread() -> None:

@@ -18,8 +18,8 @@ The rule (documented in the README, "Layers"):
   rattler itself renames a conda-on-conda clobber to ``__clobbers__/<package>/<path>`` and
   lists the renamed path, so those have one owner like any other file;
 - ``UNOWNED_FILES`` (``conda-meta/history``, ``conda-meta/.lockdock-prefix``, rattler's
-  ``CACHEDIR.TAG``) and directories no owned file lies under go to slot 00; any other file
-  no owner claims is an error (exit 10);
+  ``CACHEDIR.TAG``, the PEP 668 ``lib/python3.*/EXTERNALLY-MANAGED``) and directories no
+  owned file lies under go to slot 00; any other file no owner claims is an error (exit 10);
 - an owner of at least ``SOLO_MIN_BYTES`` installed bytes gets a slot of its own (its layer's
   bytes depend on that package build only); the others share ``BUCKETS`` buckets, chosen by
   the sha256 of the owner's key (``conda:<name>`` / ``pip:<name>``, not its version), so a
@@ -34,6 +34,7 @@ None of them depends on the rest of the lock, the flavor, the date or the git co
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import posixpath
 import re
@@ -55,9 +56,11 @@ FIRST_SOLO_SLOT = 1 + BUCKETS
 SOLO_MIN_BYTES = 32 * 1024 * 1024
 #: 2000-01-01T00:00:00Z: the time of pip distributions, slot 00 and every directory.
 STABLE_EPOCH = 946684800
-#: Files the installer leaves that no package lists (relative to the prefix): conda's
-#: history, lockdock's own-prefix marker, the cache tag rattler writes.
-UNOWNED_FILES = (f"{CONDA_META}/history", f"{CONDA_META}/{PREFIX_MARKER}", "CACHEDIR.TAG")
+#: Files the installer and the builder leave that no package lists (relative to the prefix;
+#: ``fnmatch`` patterns): conda's history, lockdock's own-prefix marker, the cache tag rattler
+#: writes, and the PEP 668 marker the builder puts beside the stdlib (images/base/build).
+UNOWNED_FILES = (f"{CONDA_META}/history", f"{CONDA_META}/{PREFIX_MARKER}", "CACHEDIR.TAG",
+                 "lib/python3.*/EXTERNALLY-MANAGED")
 #: Where the split report lies in the image (in slot 00), relative to the root.
 REPORT_PATH = "usr/share/lockdock/layers.json"
 
@@ -129,7 +132,7 @@ def assign_owners(
             result.owner[path] = owner
             if owner is None:
                 result.shared.append(path)
-        elif path in UNOWNED_FILES:
+        elif any(fnmatch.fnmatchcase(path, pattern) for pattern in UNOWNED_FILES):
             result.owner[path] = None
         else:
             result.unowned.append(path)
