@@ -40,7 +40,9 @@ def commands(root: Path, flavor: str, repository: str | None) -> list[list[str]]
                          f"{' in ' + repository if repository else ''}; expected one.")
     (record,) = records
     repo = record["repository"]
-    out = [["cosign", "sign", "--yes", f"{repo}@{record['digest']}"]]
+    # the git commit rides on the signature, not in the image (one lock, one digest)
+    revision = ["-a", f"revision={record['revision']}"] if record.get("revision") else []
+    out = [["cosign", "sign", "--yes", *revision, f"{repo}@{record['digest']}"]]
     for platform, entry in sorted(record["platforms"].items()):
         sbom = root / Path(entry["gate_report"]).parent / SBOM_FILE
         if not sbom.is_file():

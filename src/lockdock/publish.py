@@ -340,7 +340,10 @@ def publish(
                    f"{platform_digests[image.platform]} (no moving tag, nothing recorded)")
         return {"platforms": platform_digests}
     digest, platform_digests = execute(plan, pusher, registry.resolve, report)
-    record = publication_record(plan, digest, platform_digests, project_root)
+    from lockdock.git import git_facts
+
+    record = publication_record(plan, digest, platform_digests, project_root,
+                                revision=git_facts(project_root)[1])
     workspace.write_images_lock(updated_images_lock(existing, record))
     report(f"published {record['reference']}")
     return record

@@ -183,8 +183,11 @@ def plan_publish(
 
 
 def publication_record(
-    plan: PublishPlan, digest: str, platform_digests: Mapping[str, str], root: Path
+    plan: PublishPlan, digest: str, platform_digests: Mapping[str, str], root: Path,
+    revision: str | None = None,
 ) -> dict[str, Any]:
+    """The images.lock.json record; ``revision``: the project's git commit (recorded here
+    and in the attestations, not in the image, whose digest it would change)."""
     rel = Workspace(root).relative
     return {
         "flavor": plan.flavor,
@@ -195,6 +198,7 @@ def publication_record(
         "lock": rel(plan.lock_path),
         "lock_hash": plan.lock_hash,
         "date": plan.date,
+        **({"revision": revision} if revision else {}),
         "platforms": {
             image.platform: {
                 "digest": platform_digests[image.platform],

@@ -193,13 +193,15 @@ class BuildRecord:
     lock_sha256: str
     source_date_epoch: int
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: The project's git commit at build time (not in the image: see lockdock.git).
+    revision: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "flavor": self.flavor, "platform": self.platform, "reference": self.reference,
             "digest": self.digest, "tags": list(self.tags), "lock": self.lock,
             "lock_sha256": self.lock_sha256, "source_date_epoch": self.source_date_epoch,
-            "labels": dict(self.labels),
+            "labels": dict(self.labels), "revision": self.revision,
         }  # fmt: skip
 
     @classmethod
@@ -215,7 +217,11 @@ class BuildRecord:
                 or not all(isinstance(v, str) for v in labels.values()):
             raise SpecError(f"{path} is not a valid {what}: `tags` and `labels` hold strings "
                             f"only. {_BUILD_FIX}")
-        return cls(**strings, tags=tuple(tags), labels=dict(labels),
+        revision = data.get("revision")
+        if revision is not None and not isinstance(revision, str):
+            raise SpecError(f"{path} is not a valid {what}: `revision` should be a str or "
+                            f"null, found {revision!r}. {_BUILD_FIX}")
+        return cls(**strings, tags=tuple(tags), labels=dict(labels), revision=revision,
                    source_date_epoch=_need(data, "source_date_epoch", int, what, path, _BUILD_FIX))
 
 

@@ -160,6 +160,10 @@ def test_sign_and_attest_commands(tmp_path: Path) -> None:
     assert commands[0] == ["cosign", "sign", "--yes", f"ghcr.io/o/r@{digest}"]
     assert commands[1][-1] == f"ghcr.io/o/r@{amd}" and commands[2][-1] == f"ghcr.io/o/r@{arm}"
     assert commands[1][:5] == ["cosign", "attest", "--yes", "--type", "cyclonedx"]
+    workspace.write_images_lock(updated_images_lock(None, {**record, "revision": "f" * 40}))
+    signed = sign_and_attest.commands(tmp_path, "cpu", None)[0]
+    assert signed == ["cosign", "sign", "--yes", "-a", f"revision={'f' * 40}",
+                      f"ghcr.io/o/r@{digest}"]  # the commit is signed for, not in the image
     with pytest.raises(SystemExit, match="0 record"):
         sign_and_attest.commands(tmp_path, "cuda", None)
     workspace.images_lock_path.write_text('{"version": 1, "images": [{"flavor": "cpu"}]}')

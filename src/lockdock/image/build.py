@@ -101,7 +101,7 @@ def build(
     record = context.workspace.write_build_record(BuildRecord(
         flavor=plan.flavor, platform=plan.platform, reference=plan.reference, digest=digest,
         tags=plan.references, lock=plan.lock_path.as_posix(), lock_sha256=plan.lock_sha256,
-        source_date_epoch=plan.epoch, labels=dict(plan.labels),
+        source_date_epoch=plan.epoch, labels=dict(plan.labels), revision=plan.revision,
     ))  # fmt: skip
     say(f"built {plan.flavor} ({plan.platform}): {', '.join(plan.references)}")
     print(digest)

@@ -46,7 +46,6 @@ def source_date_epoch(timestamps: Iterable[datetime | int | None]) -> int:
 
 def plan_labels(
     context: FlavorContext, *, epoch: int, version_tag: str, source: str | None,
-    revision: str | None,
 ) -> dict[str, str]:
     """Every label of the image (lock facts, flavor, platform, versions, OCI annotations)."""
     return {
@@ -59,7 +58,6 @@ def plan_labels(
         f"{facts.OCI}.created": facts.oci_created(epoch),
         f"{facts.OCI}.version": version_tag,
         f"{facts.OCI}.source": source or "unknown",
-        f"{facts.OCI}.revision": revision or "unknown",
     }
 
 
@@ -96,6 +94,9 @@ class BuildPlan:
     builder: str | None = None
     target: str | None = None
     extra_args: Mapping[str, str] = field(default_factory=dict)
+    #: The project's git commit: recorded (build record, images.lock.json), never labelled:
+    #: it is no build input, and in the image config it would make one lock two digests.
+    revision: str | None = None
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -140,7 +141,7 @@ def plan_build(
     tags = planned_tags(context, native)
     source, revision = git
     labels = plan_labels(context, epoch=epoch, version_tag=tags.content_addressed,
-                         source=source, revision=revision)
+                         source=source)
     return BuildPlan(
         project_root=context.project.root,
         flavor=flavor.name,
@@ -158,6 +159,7 @@ def plan_build(
         installer_context=work / f"installer-{subdir}",
         sbom_context=work / f"sbom-{flavor.name}-{subdir}",
         builder=builder,
+        revision=revision,
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from lockdock.context import FlavorContext
 from lockdock.errors import NetworkError, SpecError
 from lockdock.fsutil import write_bytes_atomic, write_text_atomic
+from lockdock.git import git_facts
 from lockdock.image.dockerfile import BASE_DOCKERFILE, default_base_image, write_rendered_dockerfile
 from lockdock.image.plan import BuildPlan, plan_build
 from lockdock.installer.lockfile import LockedArtifact
@@ -37,19 +38,6 @@ _MANYLINUX = {
 }
 
 
-def git_facts(root: Path) -> tuple[str | None, str | None]:
-    """(remote URL or None, HEAD commit or None) of the project's git checkout."""
-
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(
-                ["git", "-C", str(root), *args], capture_output=True, text=True, check=False
-            )
-        except FileNotFoundError:
-            return None
-        return proc.stdout.strip() or None if proc.returncode == 0 else None
-
-    return git("config", "--get", "remote.origin.url"), git("rev-parse", "HEAD")
 
 def package_timestamps(store: Path, artifacts: Iterable[LockedArtifact]) -> list[datetime | None]:
     """Build timestamps of the lock's conda packages, read from the archives in the store."""
