@@ -25,6 +25,7 @@ import pytest
 from lockdock.accelerators import KINDS
 from lockdock.devcontainer import devcontainer_text
 from lockdock.testing.demo import write_demo_project
+from lockdock.workspace import IMAGES_LOCK, Workspace
 from tests.fixtures.images import PublishedDemo
 
 PREFIX = "/opt/conda/envs/lockdock"
@@ -91,7 +92,7 @@ def test_the_cli_check_can_fail(devcontainer_cli: Path, tmp_path: Path, command:
 
 def test_devcontainer_for_a_flavor_never_published_names_it(tmp_path: Path) -> None:
     write_demo_project(tmp_path)
-    (tmp_path / "images.lock.json").write_text(json.dumps(
+    Workspace(tmp_path).images_lock_path.write_text(json.dumps(
         {"version": 1, "images": []}) + "\n")
     proc = lockdock(tmp_path, "devcontainer", "gpu-large")
     assert proc.returncode == 2, proc.stderr  # UsageError (README "Exit codes")
@@ -106,7 +107,7 @@ def workspace(published_demo: PublishedDemo, tmp_path: Path) -> Iterator[Path]:
     checkout is (the CLI maps the container user to the host user; run as root it keeps 1000)."""
     ws, project = tmp_path / "ws", published_demo.image.root
     ws.mkdir()
-    for name in ("environment.yml", "conda-lock.yml", "images.lock.json"):
+    for name in ("environment.yml", "conda-lock.yml", IMAGES_LOCK):
         shutil.copy2(project / name, ws / name)
     shutil.copytree(project / "images", ws / "images")
     (ws / "notebook.py").write_text("print('from the host')\n")

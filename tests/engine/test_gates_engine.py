@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from lockdock import publish
+from lockdock import publish_plan
 from lockdock.testing.demo import demo_environment
 from lockdock.testing.flavors import STANDARD_FLAVORS
 from lockdock.workspace import Workspace
@@ -82,9 +82,9 @@ def test_gates_pass_in_the_cpu_image(gated_image: Built, tmp_path: Path) -> None
     assert "— PASSED" in (out / "report.md").read_text()
     assert summary.read_text() == (out / "report.md").read_text() + "\n"
     # publish accepts this report for this digest
-    image = publish.LocalImage(platform="linux/amd64", reference=gated_image.reference,
+    image = publish_plan.LocalImage(platform="linux/amd64", reference=gated_image.reference,
                                digest=gated_image.digest)
-    assert publish.gate_refusal(record, out / "gate.json", "cpu", image) is None
+    assert publish_plan.gate_refusal(record, out / "gate.json", "cpu", image) is None
 
 
 def test_cpu_torch_gated_as_cuda_fails_the_environment_gate(

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from lockdock.testing.demo import demo_environment, mirror_option, write_demo_project
+from lockdock.workspace import Workspace
 from tests.fixtures.images import DEMO_IMAGE_NAME, DemoImage, clone_project
 
 pytestmark = [pytest.mark.engine, pytest.mark.network]
@@ -131,7 +132,7 @@ def test_torch_runs_as_the_non_root_user(torch_build: Built) -> None:
 
 def _verifier(root: Path, dest: Path) -> Path:
     """The installer modules + PyYAML for the image's Python 3.11, readable by uid 1000."""
-    installer = root / ".lockdock/build/installer-linux-64"
+    installer = Workspace(root).build_dir / "installer-linux-64"
     shutil.copytree(installer / "src", dest / "src")
     wheel = next((installer / "wheels").glob("pyyaml-*-cp311-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
@@ -202,8 +203,9 @@ def test_non_environment_change_reuses_the_environment_layer(
     try:
         proc = ok(_build(clone, torch_build.base_image, changed, "--force"))
         assert "builder 1/1" in proc.stderr and "CACHED" in proc.stderr
-        rebuilt = json.loads((clone / ".lockdock/builds/cpu/amd64.json").read_text())
-        after = inspect(rebuilt["reference"])["RootFS"]["Layers"]  # type: ignore[index]
+        rebuilt = Workspace(clone).read_build_record("cpu", "linux/amd64")
+        assert rebuilt is not None
+        after = inspect(rebuilt.reference)["RootFS"]["Layers"]  # type: ignore[index]
     finally:
         _remove_tags(changed)
     assert len(after) == len(before) + 1
@@ -234,7 +236,7 @@ def test_failed_build_leaves_no_content_addressed_tag(small_project: Path, base_
     assert proc.returncode == 10, proc.stderr[-2000:]
     assert "failing on purpose" in proc.stderr
     assert tags_of(SMALL_NAME) == []  # neither the content-addressed nor a temporary tag
-    assert not (small_project / ".lockdock/builds/cpu/amd64.json").exists()
+    assert not Workspace(small_project).build_record_path("cpu", "linux/amd64").exists()
 
 
 def test_verify_repro_names_a_file_written_with_the_time(
@@ -268,7 +270,9 @@ def test_cuda_image_carries_a_cuda_torch(
     name = "lockdock-test/image-e2e-cuda"
     try:
         proc = ok(lockdock(root, "build", "cuda", "--base-image", base_image, "--name", name))
-        reference = json.loads((root / ".lockdock/builds/cuda/amd64.json").read_text())["reference"]
+        built = Workspace(root).read_build_record("cuda", "linux/amd64")
+        assert built is not None
+        reference = built.reference
         attrs = inspect(reference)
         labels = attrs["Config"]["Labels"]  # type: ignore[index]
         assert labels["io.lockdock.cuda.version"] != "none"
