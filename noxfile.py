@@ -95,11 +95,13 @@ def ci_flavors(session: nox.Session) -> None:
 
 @nox.session(name="ci-build")
 def ci_build(session: nox.Session) -> None:
-    """Fetch, build and gate one flavor on this runner (posargs: FLAVOR CONDA_SUBDIR)."""
-    flavor, subdir = session.posargs
+    """Fetch, build and gate one flavor on this runner (posargs: FLAVOR CONDA_SUBDIR [CACHE]:
+    CACHE, e.g. `type=gha,scope=cpu-amd64`, is BuildKit's cache imported and exported)."""
+    flavor, subdir, *cache = session.posargs
     session.install("-e", ".")
     session.run("lockdock", "fetch", flavor, "--platform", subdir)
-    session.run("lockdock", "build", flavor)
+    cache_args = [arg for spec in cache for arg in ("--cache-from", spec, "--cache-to", spec)]
+    session.run("lockdock", "build", flavor, *cache_args)
     session.run("lockdock", "test", flavor)
 
 

@@ -169,3 +169,13 @@ def test_sign_and_attest_commands(tmp_path: Path) -> None:
     workspace.images_lock_path.write_text('{"version": 1, "images": [{"flavor": "cpu"}]}')
     with pytest.raises(SystemExit, match="`repository` should be a str"):
         sign_and_attest.commands(tmp_path, "cpu", None)
+
+
+def test_ci_builds_share_a_buildkit_cache() -> None:
+    """Each runner imports and exports BuildKit's GitHub Actions cache for its flavor and arch
+    (a docker-container builder: the docker driver cannot export one)."""
+    jobs = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text(encoding="utf-8"))["jobs"]
+    steps = jobs["build-gate"]["steps"]
+    assert any(str(s.get("uses", "")).startswith("docker/setup-buildx-action") for s in steps)
+    runs = [s["run"] for s in steps if str(s.get("run", "")).startswith("nox -s ci-build")]
+    assert runs and "type=gha,scope=${{ matrix.flavor }}-${{ matrix.arch }}" in runs[0]
