@@ -32,7 +32,8 @@ from lockdock.engine import (
     tag,
     untag,
 )
-from lockdock.image.plan import buildx_argv, image_output, planned_tags
+from lockdock.errors import BuildError, RegistryError
+from lockdock.image.plan import BuildPlan, buildx_argv, image_output, planned_tags
 from lockdock.image.stage import prepare_build
 from lockdock.progress import say
 from lockdock.tags import local_name
@@ -80,7 +81,8 @@ def build(
         print(existing)
         return BuildResult(context.flavor.name, str(context.platform.docker), references[0],
                            existing, references, built=False)
-    cache = cache_argv(cache_from, cache_to)  # lockdock.buildopts: checked before any work
+    cache = cache_argv(cache_from, ())  # lockdock.buildopts: checked before any work
+    export = cache_argv(cache_from, cache_to) if cache_to else []
     check_cache_to(builder, cache_to)
     plan = prepare_build(context, base_image=base_image, builder=builder, name=name,
                          store=store)
@@ -105,8 +107,27 @@ def build(
     ))  # fmt: skip
     say(f"built {plan.flavor} ({plan.platform}): {', '.join(plan.references)}")
     print(digest)
+    if export:
+        export_cache(plan, export, cache_to)
     return BuildResult(plan.flavor, plan.platform, plan.reference, digest, plan.references,
                        True, record)
+
+
+def export_cache(plan: BuildPlan, cache: list[str], cache_to: tuple[str, ...]) -> None:
+    """The BuildKit cache, exported after the image is built, tagged and recorded: a cache
+    that cannot be written (a registry refusing, no credentials) costs the next build its
+    speed, not this build its image. RegistryError (13) naming the cache when it fails."""
+    with tempfile.TemporaryDirectory(prefix="lockdock-cache.") as tmp:
+        argv = buildx_argv(plan, output="type=cacheonly", metadata_file=Path(tmp) / "m.json")
+        argv[-1:-1] = cache
+        say(f"exporting the build cache to {', '.join(cache_to)}")
+        try:
+            run_buildx(argv, f"The cache export of {plan.flavor} ({plan.platform})")
+        except BuildError as error:
+            raise RegistryError(
+                f"The image {plan.reference} was built, tagged and recorded, but its build "
+                f"cache could not be written to {', '.join(cache_to)}: {error.message}"
+            ) from None
 
 
 def build_command(
