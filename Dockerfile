@@ -110,11 +110,9 @@ RUN --network=none \
     --mount=type=bind,source=images/base/build,target=/tmp/lockdock/build \
     /tmp/lockdock/build/install-env /tmp/lockdock/conda-lock.yml
 
-# ---- images/cpu/Dockerfile ----
-# Flavor `cpu`: the final stage. Built on the stages of images/base/Dockerfile and
-# images/base/stages.Dockerfile (`lockdock build cpu` renders the three into one file; the
-# repository's top-level Dockerfile is that rendering).
-FROM lockdock-base AS cpu
+# environment: the base with the locked environment. Every flavor's final stage starts FROM
+# it (images/<flavor>/Dockerfile adds only what the flavor itself needs).
+FROM lockdock-base AS environment
 ARG LOCK
 # The environment: 56 fixed layer slots the builder's splitter fills by owning package
 # (lockdock/installer/layer_plan.py; README "Layers"). --link: each layer's bytes are its
@@ -178,3 +176,10 @@ COPY --link --from=builder /layers/54/ /
 COPY --link --from=builder /layers/55/ /
 COPY --chmod=0644 ${LOCK} /usr/share/lockdock/conda-lock.yml
 COPY --from=sbom / /usr/share/lockdock/
+
+# ---- images/cpu/Dockerfile ----
+# Flavor `cpu`: the final stage. Built on the stages of images/base/Dockerfile and
+# images/base/stages.Dockerfile (`lockdock build cpu` renders the three into one file; the
+# repository's top-level Dockerfile is that rendering). `environment` holds the locked
+# environment in its fixed layer slots, the lock and its SBOM; a CPU image needs no more.
+FROM environment AS cpu

@@ -55,3 +55,70 @@ RUN --network=none \
     --mount=type=bind,source=${LOCK},target=/tmp/lockdock/conda-lock.yml \
     --mount=type=bind,source=images/base/build,target=/tmp/lockdock/build \
     /tmp/lockdock/build/install-env /tmp/lockdock/conda-lock.yml
+
+# environment: the base with the locked environment. Every flavor's final stage starts FROM
+# it (images/<flavor>/Dockerfile adds only what the flavor itself needs).
+FROM lockdock-base AS environment
+ARG LOCK
+# The environment: 56 fixed layer slots the builder's splitter fills by owning package
+# (lockdock/installer/layer_plan.py; README "Layers"). --link: each layer's bytes are its
+# files' alone, so unchanged packages keep their layer digests across relocks and flavors.
+# The slots never change when the lock does: this file does not either.
+COPY --link --from=builder /layers/00/ /
+COPY --link --from=builder /layers/01/ /
+COPY --link --from=builder /layers/02/ /
+COPY --link --from=builder /layers/03/ /
+COPY --link --from=builder /layers/04/ /
+COPY --link --from=builder /layers/05/ /
+COPY --link --from=builder /layers/06/ /
+COPY --link --from=builder /layers/07/ /
+COPY --link --from=builder /layers/08/ /
+COPY --link --from=builder /layers/09/ /
+COPY --link --from=builder /layers/10/ /
+COPY --link --from=builder /layers/11/ /
+COPY --link --from=builder /layers/12/ /
+COPY --link --from=builder /layers/13/ /
+COPY --link --from=builder /layers/14/ /
+COPY --link --from=builder /layers/15/ /
+COPY --link --from=builder /layers/16/ /
+COPY --link --from=builder /layers/17/ /
+COPY --link --from=builder /layers/18/ /
+COPY --link --from=builder /layers/19/ /
+COPY --link --from=builder /layers/20/ /
+COPY --link --from=builder /layers/21/ /
+COPY --link --from=builder /layers/22/ /
+COPY --link --from=builder /layers/23/ /
+COPY --link --from=builder /layers/24/ /
+COPY --link --from=builder /layers/25/ /
+COPY --link --from=builder /layers/26/ /
+COPY --link --from=builder /layers/27/ /
+COPY --link --from=builder /layers/28/ /
+COPY --link --from=builder /layers/29/ /
+COPY --link --from=builder /layers/30/ /
+COPY --link --from=builder /layers/31/ /
+COPY --link --from=builder /layers/32/ /
+COPY --link --from=builder /layers/33/ /
+COPY --link --from=builder /layers/34/ /
+COPY --link --from=builder /layers/35/ /
+COPY --link --from=builder /layers/36/ /
+COPY --link --from=builder /layers/37/ /
+COPY --link --from=builder /layers/38/ /
+COPY --link --from=builder /layers/39/ /
+COPY --link --from=builder /layers/40/ /
+COPY --link --from=builder /layers/41/ /
+COPY --link --from=builder /layers/42/ /
+COPY --link --from=builder /layers/43/ /
+COPY --link --from=builder /layers/44/ /
+COPY --link --from=builder /layers/45/ /
+COPY --link --from=builder /layers/46/ /
+COPY --link --from=builder /layers/47/ /
+COPY --link --from=builder /layers/48/ /
+COPY --link --from=builder /layers/49/ /
+COPY --link --from=builder /layers/50/ /
+COPY --link --from=builder /layers/51/ /
+COPY --link --from=builder /layers/52/ /
+COPY --link --from=builder /layers/53/ /
+COPY --link --from=builder /layers/54/ /
+COPY --link --from=builder /layers/55/ /
+COPY --chmod=0644 ${LOCK} /usr/share/lockdock/conda-lock.yml
+COPY --from=sbom / /usr/share/lockdock/

@@ -118,20 +118,41 @@ def _final_stage_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("COPY --link --from=builder")]
 
 
-DOCKERFILES = [*sorted(ROOT.glob("images/*/Dockerfile")), ROOT / "Dockerfile"]
+FLAVOR_DOCKERFILES = sorted(p for p in ROOT.glob("images/*/Dockerfile")
+                            if p.parent.name != "base")
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_final_stage_copies_the_fixed_slots(dockerfile: Path) -> None:
+def _stage(text: str, name: str) -> str:
+    """The lines of stage ``name`` (from its FROM to the next FROM)."""
+    start = re.search(rf"^FROM \S+ AS {name}$", text, flags=re.MULTILINE)
+    assert start, f"no stage {name}"
+    rest = text[start.end():]
+    following = re.search(r"^FROM ", rest, flags=re.MULTILINE)
+    return rest[: following.start()] if following else rest
+
+
+def test_the_environment_stage_copies_the_fixed_slots_once() -> None:
+    """One home for the slot lines: the shared `environment` stage; plain `docker build .`
+    (the top-level Dockerfile) gets them from the same text."""
+    stages = (ROOT / "images/base/stages.Dockerfile").read_text(encoding="utf-8")
+    assert _final_stage_lines(_stage(stages, "environment")) == dockerfile_copy_lines()
+    top = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert _final_stage_lines(top) == dockerfile_copy_lines()
+    assert "/layers/" not in (ROOT / "images/base/Dockerfile").read_text(encoding="utf-8")
+    for text in (stages, top):
+        assert "COPY --from=builder /opt/conda" not in text  # no whole-environment layer
+
+
+@pytest.mark.parametrize("dockerfile", FLAVOR_DOCKERFILES, ids=lambda p: p.parent.name)
+def test_every_flavor_starts_from_the_environment_within_the_layer_budget(
+    dockerfile: Path,
+) -> None:
     text = dockerfile.read_text(encoding="utf-8")
-    if dockerfile.parent.name == "base":
-        assert "/layers/" not in text
-        return
-    assert _final_stage_lines(text) == dockerfile_copy_lines()
-    assert "COPY --from=builder /opt/conda" not in text  # no whole-environment layer
-    final = text[text.rindex("\nFROM "):]
-    layer_steps = re.findall(r"^(?:COPY|ADD|RUN)\b", final, flags=re.MULTILINE)
-    assert len(layer_steps) <= 64
+    assert re.search(rf"^FROM environment AS {dockerfile.parent.name}$", text, re.MULTILINE)
+    assert "/layers/" not in text  # the slots are the environment stage's, not repeated
+    stages = (ROOT / "images/base/stages.Dockerfile").read_text(encoding="utf-8")
+    steps = _stage(stages, "environment") + _stage(text, dockerfile.parent.name)
+    assert len(re.findall(r"^(?:COPY|ADD|RUN)\b", steps, flags=re.MULTILINE)) <= 64
 
 
 def test_the_builder_splits_into_the_slots_the_final_stage_copies() -> None:
