@@ -1,7 +1,12 @@
-"""Helpers every test tier shares: one way to run the CLI, one lock-entry factory."""
+"""Helpers every test tier shares: one way to run the CLI (in process, or as a process the
+way users run it), one lock-entry factory, one ``docker`` runner."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -36,3 +41,43 @@ def entry(
                else f"https://files.example/{name}-{version}-py3-none-any.whl")  # fmt: skip
     return LockedArtifact(name=name, version=version, manager=manager, platform=platform,
                           url=url, sha256=sha256, md5=None, categories=categories)  # fmt: skip
+
+
+def lockdock_process(
+    project: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m lockdock.cli -C PROJECT ARGS`` as its own process, with the demo's
+    environment (uv finds the local wheels, e.g. the CPU torch)."""
+    from lockdock.testing.demo import demo_environment
+
+    return subprocess.run(
+        [sys.executable, "-m", "lockdock.cli", "-C", str(project), *args],
+        capture_output=True, text=True, env={**demo_environment(), **(env or {})}, check=False,
+    )  # fmt: skip
+
+
+def succeeded(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def docker(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`docker ARGS`, never hanging a test forever."""
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False,
+                          timeout=timeout)
+
+
+def installer_for_image(root: Path, dest: Path) -> Path:
+    """The installer a build of ``root`` staged (its modules + PyYAML for the image's CPython
+    3.11), copied to ``dest`` readable by uid 1000: mount it to run ``verify_prefix`` inside
+    an image."""
+    from lockdock.workspace import Workspace
+
+    installer = Workspace(root).build_dir / "installer-linux-64"
+    shutil.copytree(installer / "src", dest / "src")
+    wheel = next((installer / "wheels").glob("pyyaml-*-cp311-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(dest / "deps")
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return dest

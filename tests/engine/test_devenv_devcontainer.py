@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from lockdock.devcontainer import devcontainer_text
 from lockdock.testing.demo import write_demo_project
 from lockdock.workspace import IMAGES_LOCK, Workspace
 from tests.fixtures.images import PublishedDemo
+from tests.helpers import lockdock_process as lockdock
 
 PREFIX = "/opt/conda/envs/lockdock"
 DIGEST_PINNED = re.compile(r"^[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}$")
@@ -37,9 +37,6 @@ def cli(devcontainer: Path, *args: str, timeout: int = 900) -> subprocess.Comple
                           check=False, timeout=timeout)
 
 
-def lockdock(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lockdock.cli", "-C", str(project), *args],
-                          capture_output=True, text=True, check=False)
 
 
 def docker_out(*args: str) -> str:

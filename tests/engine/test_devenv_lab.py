@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +27,7 @@ import yaml
 
 from tests.fixtures.devtools import Browser
 from tests.fixtures.images import DemoImage
+from tests.helpers import docker
 
 pytestmark = [pytest.mark.engine, pytest.mark.network]
 
@@ -61,9 +61,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def docker(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False,
-                          timeout=timeout)
 
 
 def request(url: str, *, method: str = "GET", token: str | None = None,

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from lockdock import publish_plan
-from lockdock.testing.demo import demo_environment
 from lockdock.testing.flavors import STANDARD_FLAVORS
 from lockdock.workspace import Workspace
 from tests.fixtures.images import DemoImage
+from tests.helpers import lockdock_process as lockdock
+from tests.helpers import succeeded as ok
 
 pytestmark = [pytest.mark.engine, pytest.mark.network]
 
@@ -37,19 +35,8 @@ class Built:
     digest: str
 
 
-def lockdock(project: Path, *args: str, env: dict[str, str] | None = None) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "lockdock.cli", "-C", str(project), *args],
-        capture_output=True,
-        text=True,
-        env={**demo_environment(), **(env or {})},
-        check=False,
-    )
 
 
-def ok(proc: Any) -> Any:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
-    return proc
 
 
 @pytest.fixture(scope="module")

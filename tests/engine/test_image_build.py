@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +25,9 @@ import pytest
 from lockdock.testing.demo import demo_environment, mirror_option, write_demo_project
 from lockdock.workspace import Workspace
 from tests.fixtures.images import DEMO_IMAGE_NAME, DemoImage, clone_project
+from tests.helpers import docker, installer_for_image
+from tests.helpers import lockdock_process as lockdock
+from tests.helpers import succeeded as ok
 
 pytestmark = [pytest.mark.engine, pytest.mark.network]
 
@@ -43,20 +44,10 @@ class Built:
     content_tag: str
 
 
-def lockdock(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lockdock.cli", "-C", str(project), *args],
-        capture_output=True, text=True, env=demo_environment(), check=False,
-    )  # fmt: skip
 
 
-def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
-    return proc
 
 
-def docker(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
 
 
 def inspect(reference: str) -> dict[str, object]:
@@ -130,17 +121,6 @@ def test_torch_runs_as_the_non_root_user(torch_build: Built) -> None:
     assert shell.returncode == 0
 
 
-def _verifier(root: Path, dest: Path) -> Path:
-    """The installer modules + PyYAML for the image's Python 3.11, readable by uid 1000."""
-    installer = Workspace(root).build_dir / "installer-linux-64"
-    shutil.copytree(installer / "src", dest / "src")
-    wheel = next((installer / "wheels").glob("pyyaml-*-cp311-*.whl"))
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(dest / "deps")
-    for path in [dest, *dest.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return dest
-
 
 def _verify_in_image(image: str, verifier: Path, *before: str) -> subprocess.CompletedProcess[str]:
     command = " && ".join([*before, "python -m lockdock.installer.install"
@@ -171,7 +151,7 @@ def test_the_image_ships_the_locks_sbom(torch_build: Built, tmp_path: Path) -> N
 
 def test_environment_verifies_inside_the_image(torch_build: Built, tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
-    verifier = _verifier(torch_build.root, tmp_path / "verifier")
+    verifier = installer_for_image(torch_build.root, tmp_path / "verifier")
     passed = _verify_in_image(torch_build.content_tag, verifier)
     assert passed.returncode == 0, passed.stderr
     assert "matches" in passed.stderr

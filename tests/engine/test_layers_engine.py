@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +26,15 @@ from lockdock.testing.cpython import packaging_problem
 from lockdock.testing.demo import (
     CHANNEL_NAME,
     build_demo_channel,
-    demo_environment,
     environment_yml,
     mirror_option,
     write_demo_project,
 )
 from lockdock.testing.flavors import write_flavor
 from lockdock.workspace import Workspace
+from tests.helpers import docker, installer_for_image
+from tests.helpers import lockdock_process as lockdock
+from tests.helpers import succeeded as ok
 
 pytestmark = [pytest.mark.engine]
 
@@ -48,20 +47,10 @@ EXTRA_PACKAGES = (
 SECOND_FLAVOR = 'accelerator = "cpu"\nextends = "cpu"\nmoving-tags = ["second"]\n'
 
 
-def lockdock(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lockdock.cli", "-C", str(project), *args],
-        capture_output=True, text=True, env=demo_environment(), check=False,
-    )  # fmt: skip
 
 
-def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
-    return proc
 
 
-def docker(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
 
 
 @dataclass(frozen=True)
@@ -183,21 +172,10 @@ def test_pushing_after_a_relock_uploads_only_the_changed_layers(built: Built) ->
     assert reused, lines
 
 
-def _verifier(root: Path, dest: Path) -> Path:
-    """The installer modules + PyYAML for the image's Python 3.11, readable by uid 1000."""
-    installer = Workspace(root).build_dir / "installer-linux-64"
-    shutil.copytree(installer / "src", dest / "src")
-    wheel = next((installer / "wheels").glob("pyyaml-*-cp311-*.whl"))
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(dest / "deps")
-    for path in [dest, *dest.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return dest
-
 
 def test_the_split_environment_is_the_verified_install(built: Built, tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
-    verifier = _verifier(built.root, tmp_path / "verifier")
+    verifier = installer_for_image(built.root, tmp_path / "verifier")
     command = (
         "python -m lockdock.installer.install /usr/share/lockdock/conda-lock.yml"
         " --prefix /opt/conda/envs/lockdock --platform linux-64 --verify-only"
