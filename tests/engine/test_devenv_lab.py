@@ -123,6 +123,7 @@ def test_lab_renders_in_chromium_and_the_kernel_reports_the_locked_torch(
     lab: Lab, browser: Browser, tmp_path: Path
 ) -> None:
     from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -155,11 +156,23 @@ def test_lab_renders_in_chromium_and_the_kernel_reports_the_locked_torch(
             (By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content")))
         wait.until(lambda d: d.find_elements(
             By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']"))
-        cell.click()  # what a person does: into the cell, Shift+Enter
-        ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT) \
-            .perform()
-        output = wait.until(until.presence_of_element_located(
-            (By.CSS_SELECTOR, ".jp-Notebook .jp-OutputArea-output")))
+        output = None
+        deadline = time.monotonic() + WAIT
+        while output is None and time.monotonic() < deadline:
+            # A dialog (kernel choice, a notice) takes the keys a person would answer first.
+            for button in driver.find_elements(By.CSS_SELECTOR, ".jp-Dialog .jp-mod-accept"):
+                button.click()
+            cell.click()  # what a person does: into the cell, Shift+Enter (again if lost)
+            ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT) \
+                .perform()
+            try:
+                output = WebDriverWait(driver, 30).until(until.presence_of_element_located(
+                    (By.CSS_SELECTOR, ".jp-Notebook .jp-OutputArea-output")))
+            except TimeoutException:
+                cell = driver.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content")
+        if output is None:
+            driver.save_screenshot(str(tmp_path / "no-output.png"))
+            pytest.fail(f"no cell output within {WAIT} s; page: {tmp_path / 'no-output.png'}")
         wait.until(lambda d: "LOCKDOCK" in output.text)
         reply = output.text.strip()
         shot = tmp_path / "jupyterlab.png"
