@@ -448,7 +448,7 @@ def flavors_command(ctx: _Context, as_json: bool) -> None:
 def _interrupted() -> NoReturn:
     """Ctrl-C: remove this run's download temp files and exit 130 now, without joining
     worker threads that may sit in a stalled read until their timeout."""
-    from lockdock.installer.store import remove_active_temps
+    from lockdock.installer.download import remove_active_temps
 
     remove_active_temps()
     click.echo("lockdock: interrupted", err=True)

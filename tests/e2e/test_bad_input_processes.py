@@ -22,13 +22,14 @@ import pytest
 
 from lockdock.installer import prefix as prefix_mod
 from lockdock.installer import store as store_mod
+from lockdock.installer.download import TEMP_SUFFIX
 from tests.unit.test_bad_input import Project, _fill_store, proj, serve  # noqa: F401
 
 CLI = [sys.executable, "-c", "from lockdock.cli import main; main()"]
 
 
 def _parts(root: Path) -> list[Path]:
-    return sorted(root.rglob(f"*{store_mod.TEMP_SUFFIX}"))
+    return sorted(root.rglob(f"*{TEMP_SUFFIX}"))
 
 
 def _wait_for(condition: Callable[[], bool], what: str, limit_s: float = 120.0) -> None:

@@ -23,6 +23,7 @@ from lockdock.errors import InstallError, IntegrityError, UsageError
 from lockdock.installer import install, store
 from lockdock.installer import prefix as prefix_mod
 from lockdock.installer.lockfile import read_lock
+from lockdock.installer.pip_install import interpreter_env
 from lockdock.testing.installs import (
     conda_entry,
     make_wheel,
@@ -101,7 +102,7 @@ def run_in_prefix(prefix: Path, code: str) -> str:
     proc = subprocess.run(
         [str(prefix / "bin" / "python"), "-c", code],
         capture_output=True, text=True, check=True,
-        env={**install.interpreter_env(), "PYTHONDONTWRITEBYTECODE": "1"},
+        env={**interpreter_env(), "PYTHONDONTWRITEBYTECODE": "1"},
     )  # fmt: skip
     return proc.stdout
 
@@ -275,7 +276,7 @@ def test_extra_and_missing_packages_are_caught_and_repaired(
     intruder = make_wheel(tmp_path / "w", "intruder", "9.0", {"intruder.py": ""})
     subprocess.run(
         [str(prefix / "bin/python"), "-m", "pip", "install", "--no-index", str(intruder)],
-        env=install.interpreter_env(), check=True, capture_output=True,
+        env=interpreter_env(), check=True, capture_output=True,
     )  # fmt: skip
     next((prefix / "conda-meta").glob("hello-*.json")).unlink()
     with pytest.raises(IntegrityError) as caught:

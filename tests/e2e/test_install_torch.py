@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 
-from lockdock.installer import install
 from lockdock.installer import prefix as prefix_mod
+from lockdock.installer.pip_install import interpreter_env
 from lockdock.testing.installs import manifest_difference
 from tests.fixtures.cpython import TorchInstall
 
@@ -29,7 +29,7 @@ def test_torch_imports_and_computes_in_the_installed_interpreter(
     )
     proc = subprocess.run(
         [str(torch_install.prefix / "bin" / "python"), "-c", code],
-        capture_output=True, text=True, check=True, env=install.interpreter_env(),
+        capture_output=True, text=True, check=True, env=interpreter_env(),
     )  # fmt: skip
     version, total, location = proc.stdout.split()
     assert version == "2.13.0+cpu"

@@ -574,9 +574,9 @@ def serve(answer: Callable[[http.server.BaseHTTPRequestHandler], None]) -> Itera
 def test_truncated_download_is_a_network_error_not_a_mismatch(
     proj: Project, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lockdock.installer import store
+    from lockdock.installer import download
 
-    monkeypatch.setattr(store, "RETRY_PAUSES", (0.0, 0.0))
+    monkeypatch.setattr(download, "RETRY_PAUSES", (0.0, 0.0))
     requests: list[str] = []
 
     def half(handler: http.server.BaseHTTPRequestHandler) -> None:
@@ -593,10 +593,10 @@ def test_truncated_download_is_a_network_error_not_a_mismatch(
         code, output = run_cli(["-C", str(proj.project), "fetch"], capsys)
     assert_clean_failure(code, output, 5, "990 more expected")
     assert "sha256 is" not in output  # not reported as a hash mismatch
-    assert len(requests) == 2 * store.DOWNLOAD_ATTEMPTS  # retried as transient
+    assert len(requests) == 2 * download.DOWNLOAD_ATTEMPTS  # retried as transient
     after = snapshot(proj.root)
     assert {k: v for k, v in after.items() if not k.startswith("project/.lockdock")} == before
-    assert not [k for k in after if k.endswith(store.TEMP_SUFFIX)]
+    assert not [k for k in after if k.endswith(download.TEMP_SUFFIX)]
 
 
 def _html(handler: http.server.BaseHTTPRequestHandler) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from lockdock.cli import main as cli_main
 from lockdock.errors import IntegrityError, NetworkError
+from lockdock.installer import download as downloads
 from lockdock.installer import store
 from lockdock.installer.lockfile import LockedArtifact, read_lock
 from lockdock.testing.flavors import write_flavor
@@ -153,8 +154,8 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(
         return open(upstream / artifact.filename, "rb")
 
     pauses: list[float] = []
-    store.download(artifact, tmp_path / "store", opener=flaky, sleep=pauses.append)
-    assert len(calls) == 3 and pauses == list(store.RETRY_PAUSES)
+    downloads.download(artifact, tmp_path / "store", opener=flaky, sleep=pauses.append)
+    assert len(calls) == 3 and pauses == list(downloads.RETRY_PAUSES)
 
     calls.clear()
 
@@ -165,7 +166,7 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(
     other = all_artifacts(upstream)[1]
     with pytest.raises(NetworkError, match="503"):
         store.fetch([other], tmp_path / "store2", opener=always_down)
-    assert len(calls) == store.DOWNLOAD_ATTEMPTS
+    assert len(calls) == downloads.DOWNLOAD_ATTEMPTS
 
 
 def test_not_found_is_not_retried(upstream: Path, tmp_path: Path) -> None:
@@ -175,7 +176,7 @@ def test_not_found_is_not_retried(upstream: Path, tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(NetworkError, match=r"nope\.whl"):
         store.fetch([artifact], tmp_path / "store")
-    assert time.monotonic() - started < store.RETRY_PAUSES[0]
+    assert time.monotonic() - started < downloads.RETRY_PAUSES[0]
 
 
 # --- concurrency --------------------------------------------------------------------------

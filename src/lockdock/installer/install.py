@@ -47,7 +47,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +64,7 @@ from lockdock.errors import (
 )
 from lockdock.installer.built import wheels_for_install
 from lockdock.installer.lockfile import LockedArtifact
+from lockdock.installer.pip_install import install_pip
 from lockdock.installer.prefix import (
     CONDA_META,
     INCOMPLETE_MARKER,
@@ -73,11 +73,9 @@ from lockdock.installer.prefix import (
     PrefixDiff,
     PrefixState,
     _unwritable,
-    canonical_pip_name,
     classify_prefix,
     diff_prefix,
     locked_selection,
-    pip_versions_match,
     prefix_lock,
     read_prefix,
     refuse_prefix,
@@ -92,6 +90,7 @@ from lockdock.installer.store import (
     missing_from_store,
     verify_artifacts,
 )
+from lockdock.progress import say
 
 if TYPE_CHECKING:
     from rattler.repo_data import RepoDataRecord
@@ -99,7 +98,6 @@ if TYPE_CHECKING:
 #: Test hook: ``LOCKDOCK_FAULT_KILL_AT=after-conda|after-pip`` SIGKILLs the installer there,
 #: so the interrupted-install test kills it at a known point instead of racing a timer.
 FAULT_ENV = "LOCKDOCK_FAULT_KILL_AT"
-DEFAULT_SOURCE_DATE_EPOCH = "0"
 _HISTORY_HEADER = re.compile(r"^==> .* <==$")
 
 
@@ -110,10 +108,6 @@ _HISTORY_HEADER = re.compile(r"^==> .* <==$")
 
 
 # --- acting on the prefix --------------------------------------------------------------
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _fault_point(name: str) -> None:
@@ -246,99 +240,6 @@ def _normalise_conda_meta(prefix: Path, conda: Sequence[LockedArtifact]) -> None
             history.write_text("".join(kept), encoding="utf-8")
 
 
-def prefix_python(prefix: Path) -> Path | None:
-    for name in ("bin/python", "bin/python3", "python.exe"):
-        candidate = prefix / name
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def interpreter_env(source_date_epoch: str | None = None) -> dict[str, str]:
-    """Environment for running the prefix's interpreter: no user/site config, no pip config,
-    no stray bytecode, deterministic pyc (``SOURCE_DATE_EPOCH`` -> checked-hash)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PIP_", "PYTHON", "CONDA_", "VIRTUAL_ENV"))
-    }
-    env.update(
-        PIP_CONFIG_FILE=os.devnull,
-        PIP_NO_CACHE_DIR="1",
-        PIP_DISABLE_PIP_VERSION_CHECK="1",
-        PIP_NO_INPUT="1",
-        PYTHONNOUSERSITE="1",
-        PYTHONDONTWRITEBYTECODE="1",
-        SOURCE_DATE_EPOCH=source_date_epoch
-        or os.environ.get("SOURCE_DATE_EPOCH")
-        or DEFAULT_SOURCE_DATE_EPOCH,
-    )
-    return env
-
-
-def _run_python(python: Path, args: Sequence[str], what: str) -> None:
-    proc = subprocess.run(
-        [str(python), *args], env=interpreter_env(), capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-        raise InstallError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(tail))
-
-
-def _install_pip(pip_artifacts: Sequence[LockedArtifact], prefix: Path, store: Path) -> None:
-    python = prefix_python(prefix)
-    if python is None:
-        raise InstallError(
-            f"The lock pins {len(pip_artifacts)} pip package(s) but its conda part put no "
-            f"Python interpreter into {prefix} (no bin/python): lock `python` and `pip`."
-        )
-    installed = read_prefix(prefix).pip
-    locked = {canonical_pip_name(a.name): a for a in pip_artifacts}
-    stale = sorted(
-        name
-        for name, version in installed.items()
-        if name not in locked or not pip_versions_match(locked[name].version, version)
-    )
-    if stale:
-        _say(f"pip: removing {len(stale)} distribution(s) not in the lock: {', '.join(stale)}")
-        _run_python(
-            python, ["-m", "pip", "uninstall", "--yes", *stale], f"pip uninstall in {prefix}"
-        )
-    wanted = [a for name, a in sorted(locked.items()) if name in stale or name not in installed]
-    if not wanted:
-        return
-    with tempfile.TemporaryDirectory(prefix="lockdock-wheels.") as tmp:
-        links = Path(tmp) / "wheels"
-        links.mkdir()
-        lines = []
-        for artifact in wanted:
-            (links / artifact.filename).symlink_to(artifact_path(store, artifact).resolve())
-            lines.append(f"{artifact.name}=={artifact.version} --hash=sha256:{artifact.sha256}")
-        requirements = Path(tmp) / "requirements.txt"
-        requirements.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        _run_python(
-            python,
-            [
-                "-m",
-                "pip",
-                "install",
-                "--no-deps",
-                "--no-index",
-                "--require-hashes",
-                "--only-binary=:all:",
-                "--no-cache-dir",
-                "--no-warn-script-location",
-                "--disable-pip-version-check",
-                "--root-user-action=ignore",
-                "--find-links",
-                str(links),
-                "-r",
-                str(requirements),
-            ],
-            f"pip install of {len(wanted)} wheel(s) into {prefix}",
-        )
-
-
 @dataclass(frozen=True)
 class InstallReport:
     prefix: Path
@@ -383,7 +284,7 @@ def install(
             f"drop --offline):\n{list_missing(missing)}"
         )
     if missing:
-        _say(f"fetching {len(missing)} artifact(s) into {store}")
+        say(f"fetching {len(missing)} artifact(s) into {store}")
         fetched = len(fetch(missing, store, jobs=jobs, verify_present=False).downloaded)
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -413,7 +314,7 @@ def _install_locked(
     pip: Sequence[LockedArtifact], fetched: int, seconds: dict[str, float],
 ) -> InstallReport:
     if state == "interrupted":
-        _say(f"{prefix} is an interrupted install: removing it and starting over")
+        say(f"{prefix} is an interrupted install: removing it and starting over")
         shutil.rmtree(prefix)
         _sweep_stale_caches(prefix)
     try:
@@ -425,7 +326,7 @@ def _install_locked(
         (prefix / CONDA_META / PREFIX_MARKER).write_text(PREFIX_MARKER_TEXT, encoding="utf-8")
     except OSError as error:
         raise _unwritable(prefix, error) from None
-    _say(f"installing {len(conda)} conda package(s) into {prefix}")
+    say(f"installing {len(conda)} conda package(s) into {prefix}")
     with _package_cache(prefix) as cache:
         clock = time.perf_counter()
         _install_conda(conda, prefix, records, platform, cache)
@@ -433,9 +334,9 @@ def _install_locked(
     seconds["conda"] = time.perf_counter() - clock
     _fault_point("after-conda")
     if pip:
-        _say(f"installing {len(pip)} pip wheel(s) with {prefix}/bin/python")
+        say(f"installing {len(pip)} pip wheel(s) with {prefix}/bin/python")
         clock = time.perf_counter()
-        _install_pip(pip, prefix, store)
+        install_pip(pip, prefix, store)
         seconds["pip"] = time.perf_counter() - clock
     _fault_point("after-pip")
     (prefix / CONDA_META / INCOMPLETE_MARKER).unlink()
@@ -449,7 +350,7 @@ def _install_locked(
             encoding="utf-8",
         )
         raise
-    _say(f"{prefix}: {len(conda)} conda + {len(pip)} pip package(s), verified against the lock")
+    say(f"{prefix}: {len(conda)} conda + {len(pip)} pip package(s), verified against the lock")
     return InstallReport(prefix, platform, len(conda), len(pip), fetched, state, seconds)
 
 
@@ -497,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.verify_only:
             verify_prefix(args.lockfile, args.prefix, args.platform, categories)
-            _say(f"{args.prefix} matches {args.lockfile}")
+            say(f"{args.prefix} matches {args.lockfile}")
         else:
             install(
                 args.lockfile,
@@ -513,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lockdock: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        from lockdock.installer.store import remove_active_temps
+        from lockdock.installer.download import remove_active_temps
 
         remove_active_temps()
         print("lockdock: interrupted", file=sys.stderr, flush=True)
