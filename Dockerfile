@@ -104,6 +104,8 @@ FROM installer-env AS builder
 ARG LOCK
 ARG TARGETARCH
 ARG SOURCE_DATE_EPOCH
+# A flavor's own solo-layer threshold in MiB (flavor.toml `solo-layer-mib`; README "Layers").
+ARG SOLO_LAYER_MIB
 RUN --network=none \
     --mount=type=bind,from=store,target=/store \
     --mount=type=bind,source=${LOCK},target=/tmp/lockdock/conda-lock.yml \

@@ -13,6 +13,8 @@
     virtual-packages = "virtual-packages.yml"  # conda-lock --virtual-package-spec file
     with-cuda = "12.0"                 # conda-lock --with-cuda; or without-cuda = true
     pip-indexes = ["https://…/simple"] # extra pip indexes for the pip part
+    solo-layer-mib = 64                # installed MiB from which a package gets its own
+                                       # image layer (default 32; README "Layers")
 
 A root flavor (no ``extends``) starts from the project's ``environment.yml``. Parsing is pure
 (``parse_flavor_file``); ``resolve_flavors`` turns the parsed files into chains, refusing an
@@ -49,6 +51,7 @@ _KEYS: dict[str, tuple[type, bool]] = {
     "with-cuda": (str, True),
     "without-cuda": (bool, True),
     "pip-indexes": (list, True),
+    "solo-layer-mib": (int, True),
 }
 _EXCLUSIVE = ("virtual-packages", "with-cuda", "without-cuda")
 
@@ -78,8 +81,9 @@ def parse_flavor_file(name: str, directory: Path, text: str) -> FlavorFile:
         kind = _KEYS[key][0]
         if not isinstance(value, kind) or (
             isinstance(value, list) and not all(isinstance(item, str) for item in value)
-        ):
-            want = {str: "a string", bool: "true or false", list: "a list of strings"}[kind]
+        ) or (kind is int and (isinstance(value, bool) or int(value) < 0)):
+            want = {str: "a string", bool: "true or false", list: "a list of strings",
+                    int: "a whole number of 0 or more"}[kind]
             raise SpecError(f"{path}: `{key}` must be {want}, not {value!r}.")
     given = [key for key in _EXCLUSIVE if key in values]
     if len(given) > 1:
@@ -113,6 +117,8 @@ class Flavor:
     pip_indexes: tuple[str, ...]
     lock_path: Path
     is_default: bool = False
+    #: Installed MiB from which a package gets its own layer; None: the splitter's default.
+    solo_layer_mib: int | None = None
 
 
 def resolve_flavors(root: Path, files: Mapping[str, FlavorFile]) -> dict[str, Flavor]:
@@ -210,4 +216,6 @@ def _flavor(root: Path, file: FlavorFile, parent: Flavor | None) -> Flavor:
         pip_indexes=tuple(inherited("pip-indexes", parent.pip_indexes if parent else (), ())),
         lock_path=root / LOCK_FILE if is_default else file.directory / LOCK_FILE,
         is_default=is_default,
+        solo_layer_mib=inherited("solo-layer-mib", parent.solo_layer_mib if parent else None,
+                                 None),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ EXTRA_PACKAGES = (
     FakePackage("extra", "1.0", build="0", files={"share/extra/readme": "extra\n"}),
 )
 SECOND_FLAVOR = 'accelerator = "cpu"\nextends = "cpu"\nmoving-tags = ["second"]\n'
+#: 40 more packages and a threshold of 0 MiB: every package wants a solo slot, 39 exist.
+CROWD = tuple(FakePackage(f"crowd{i:02d}", "1.0", build="0",
+                          files={f"share/crowd{i:02d}/x": f"{i}\n"}) for i in range(40))
+CROWDED_FLAVOR = 'accelerator = "cpu"\nextends = "cpu"\nsolo-layer-mib = 0\n'
 
 
 
@@ -86,6 +91,7 @@ class Built:
     new: Image  # cpu, hello 1.1 (relocked)
     second: Image  # second flavor = cpu (hello 1.0) + extra
     base_image: str
+    crowded: subprocess.CompletedProcess[str]  # `lockdock build crowded`: over the budget
 
 
 def _remove(name: str) -> None:
@@ -108,7 +114,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator
         pytest.skip(f"cannot package this CPython for the demo channel: {problem}")
     served = tmp_path_factory.mktemp("layers-served")
     channel = build_demo_channel(served)
-    build_channel(channel, EXTRA_PACKAGES)
+    build_channel(channel, (*EXTRA_PACKAGES, *CROWD))
     root = tmp_path_factory.mktemp("layers") / "project"
     with ChannelServer(served) as server:
         mirror = mirror_option(f"{server.url}/{CHANNEL_NAME}")
@@ -116,17 +122,24 @@ def built(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator
         write_flavor(root / "images", "second", SECOND_FLAVOR,
                      (root / "images/cpu/Dockerfile").read_text().replace(" AS cpu", " AS second"))
         (root / "images/second/environment.yml").write_text("dependencies:\n  - extra\n")
+        write_flavor(root / "images", "crowded", CROWDED_FLAVOR,
+                     (root / "images/cpu/Dockerfile").read_text().replace(" AS cpu", " AS crowded"))
+        (root / "images/crowded/environment.yml").write_text(
+            "dependencies:\n" + "".join(f"  - {p.name}\n" for p in CROWD))
         try:
             ok(lockdock(root, "lock", *mirror))
             old = image(_build(root, "cpu", base_image))
             second = image(_build(root, "second", base_image))
+            ok(lockdock(root, "fetch", "crowded"))
+            crowded = lockdock(root, "build", "crowded", "--base-image", base_image,
+                               "--name", f"{NAME}-crowded")
             (root / "environment.yml").write_text(
                 environment_yml(pip=(), conda=("hello 1.1.*", "tinylib")))
             ok(lockdock(root, "lock", "cpu", *mirror))
             new = image(_build(root, "cpu", base_image))
-            yield Built(root, old, new, second, base_image)
+            yield Built(root, old, new, second, base_image, crowded)
         finally:
-            for flavor in ("cpu", "second"):
+            for flavor in ("cpu", "second", "crowded"):
                 _remove(f"{NAME}-{flavor}")
                 _remove(f"{REGISTRY}/{NAME}-{flavor}")
 
@@ -154,6 +167,18 @@ def test_a_second_flavor_shares_every_solo_layer(built: Built) -> None:
     shared = sum(int(e["installed_bytes"]) for e in built.old.report["slots"]
                  if cpu[e["slot"]] == second[e["slot"]])  # fmt: skip
     print(f"cpu and second share {shared} installed bytes of layers")
+
+
+def test_more_packages_than_solo_slots_fail_the_build_with_exit_10_and_no_tag(
+    built: Built,
+) -> None:
+    proc = built.crowded
+    assert proc.returncode == 10, proc.stderr[-3000:]
+    assert "Layer budget exceeded" in proc.stderr and "solo-layer-mib = 1" in proc.stderr
+    assert re.search(r"conda:crowd\d\d \(0\.0 MiB\)", proc.stderr), proc.stderr[-3000:]
+    listed = docker("image", "ls", f"{NAME}-crowded", "--format", "{{.Tag}}").stdout.split()
+    assert listed == []  # neither the content-addressed tag nor the temporary one
+    assert not (Workspace(built.root).builds_dir / "crowded").exists()
 
 
 def _push(local: str, remote: str) -> list[str]:

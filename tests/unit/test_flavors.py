@@ -61,6 +61,16 @@ def test_a_chain_of_three_accumulates_sources_in_order_and_inherits_settings(
     assert top.moving_tags == ("gpu",) and flavors["science"].moving_tags == ("science",)
 
 
+def test_solo_layer_mib_is_inherited(
+    tmp_path: Path,
+) -> None:
+    root = project(tmp_path, {"core": 'accelerator = "cpu"\nsolo-layer-mib = 64\n',
+                              "gpu": 'extends = "core"\n', "plain": 'accelerator = "cpu"\n'})
+    flavors = load_project(root).flavors
+    assert (flavors["core"].solo_layer_mib, flavors["gpu"].solo_layer_mib) == (64, 64)
+    assert flavors["plain"].solo_layer_mib is None
+
+
 @pytest.mark.parametrize(
     ("flavors", "needle"),
     [
@@ -82,6 +92,12 @@ def test_a_chain_of_three_accumulates_sources_in_order_and_inherits_settings(
          r"b/flavor.toml: `default = true`, but .*a/flavor.toml says so too"),
         ({"a": 'accelerator = "cpu"\nwith-cuda = "12"\nwithout-cuda = true\n'},
          r"`with-cuda` and `without-cuda` exclude each other"),
+        ({"a": 'accelerator = "cpu"\nsolo-layer-mib = -1\n'},
+         r"`solo-layer-mib` must be a whole number of 0 or more, not -1"),
+        ({"a": 'accelerator = "cpu"\nsolo-layer-mib = true\n'},
+         r"`solo-layer-mib` must be a whole number of 0 or more, not True"),
+        ({"a": 'accelerator = "cpu"\nsolo-layer-mib = "64"\n'},
+         r"`solo-layer-mib` must be a whole number of 0 or more, not '64'"),
         ({"a": 'accelerator = "cpu"\nenvironment = ["missing.yml"]\n'},
          r"`environment` lists missing.yml, which is not a file"),
         ({"a": 'accelerator = "cpu"\nenvironment = ["../../environment.yml"]\n'},

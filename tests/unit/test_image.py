@@ -23,6 +23,7 @@ from lockdock.errors import EngineError, IntegrityError
 from lockdock.image import dockerfile, plan, repro
 from lockdock.image.stage import prepare_build
 from lockdock.installer.lockfile import read_lock
+from lockdock.installer.store import relative_path
 from lockdock.spec import load_project
 from lockdock.tags import Tags
 from lockdock.testing.flavors import write_flavor
@@ -146,6 +147,29 @@ def test_incomplete_store_names_every_missing_artifact(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "other 2.0 (other-2.0-0.conda)" in message and "hello" not in message
     assert "lockdock fetch" in message
+
+
+def test_a_flavors_solo_layer_mib_reaches_the_splitter_as_a_build_argument(
+    tmp_path: Path,
+) -> None:
+    from lockdock.installer.layer_plan import SOLO_LAYER_ARG
+
+    project = tmp_path / "proj"
+    write_flavor(project / "images", "cpu", 'accelerator = "cpu"\ndefault = true\n'
+                 "solo-layer-mib = 64\n")
+    (project / "environment.yml").write_text("dependencies: []\n")
+    _hand_lock(project)
+    context = resolve_flavor(project, "cpu", "linux/amd64")
+    present = {relative_path(artifact) for artifact in context.artifacts}
+    built = plan.plan_build(context, store=tmp_path / "store", present=present, timestamps=[],
+                            git=(None, None), native=context.platform, work=tmp_path,
+                            base_image="b:1")  # fmt: skip
+    argv = plan.buildx_argv(built, output="type=cacheonly", metadata_file=tmp_path / "m")
+    assert argv[argv.index(f"{SOLO_LAYER_ARG}=64") - 1] == "--build-arg"
+    # the builder stage declares the argument and install-env hands it to the splitter
+    assert f"ARG {SOLO_LAYER_ARG}\n" in (REPO / "images/base/stages.Dockerfile").read_text()
+    install_env = (REPO / "images/base/build/install-env").read_text()
+    assert f'${{{SOLO_LAYER_ARG}:+--solo-min-mib "${SOLO_LAYER_ARG}"}}' in install_env
 
 
 # --- engine checks (faults injected with a fake docker on PATH) ---------------------------

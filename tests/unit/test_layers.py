@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lockdock.errors import BuildError
 from lockdock.installer.layer_plan import (
     BUCKETS,
     FIRST_SOLO_SLOT,
@@ -94,14 +95,25 @@ def test_large_owners_get_solo_slots_in_name_order() -> None:
     assert max(plan.values()) < SLOTS and SHARED_SLOT not in plan.values()
 
 
-def test_more_large_owners_than_solo_slots_keep_the_budget() -> None:
+def test_more_large_owners_than_solo_slots_fail_naming_those_beyond_and_what_fits() -> None:
     solo = SLOTS - FIRST_SOLO_SLOT
-    sizes = {f"conda:big{i:03d}": (100 + i) * MIB for i in range(solo + 5)}
-    plan = plan_slots(sizes)
+    sizes = {f"conda:big{i:03d}": (100 + i) * MIB + MIB // 2 for i in range(solo + 5)}
+    sizes["conda:small"] = MIB
+    with pytest.raises(BuildError) as caught:
+        plan_slots(sizes)
+    message = str(caught.value)
+    assert caught.value.exit_code == 10
+    assert f"{solo + 5} packages are installed at 32 MiB or more" in message
+    assert f"{solo} solo layer slots" in message
+    beyond = [f"conda:big{i:03d}" for i in range(5)]  # the five smallest
+    assert all(f"{key} (" in message for key in beyond)
+    assert "conda:big005" not in message and "conda:small" not in message
+    # 104.5 MiB is the largest that does not fit: from 105 MiB on, exactly `solo` qualify
+    assert "`solo-layer-mib = 105`" in message and "SOLO_LAYER_MIB=105" in message
+    plan = plan_slots(sizes, solo_min_bytes=105 * MIB)
+    assert sorted(k for k, s in plan.items() if s >= FIRST_SOLO_SLOT) == sorted(
+        f"conda:big{i:03d}" for i in range(5, solo + 5))
     assert max(plan.values()) == SLOTS - 1
-    demoted = sorted(k for k, s in plan.items() if s < FIRST_SOLO_SLOT)
-    assert demoted == [f"conda:big{i:03d}" for i in range(5)]  # the five smallest
-    assert all(plan[k] == bucket_of(k) for k in demoted)
     with pytest.raises(ValueError):
         plan_slots(sizes, slots=FIRST_SOLO_SLOT - 1)
 

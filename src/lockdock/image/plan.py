@@ -18,6 +18,7 @@ from pathlib import Path
 from lockdock import facts
 from lockdock.context import FlavorContext
 from lockdock.errors import IntegrityError, UsageError
+from lockdock.installer.layer_plan import SOLO_LAYER_ARG
 from lockdock.installer.lockfile import LockedArtifact
 from lockdock.installer.store import plan_fetch
 from lockdock.platform import Platform
@@ -160,6 +161,8 @@ def plan_build(
         sbom_context=work / f"sbom-{flavor.name}-{subdir}",
         builder=builder,
         revision=revision,
+        extra_args=({} if flavor.solo_layer_mib is None
+                    else {SOLO_LAYER_ARG: str(flavor.solo_layer_mib)}),
     )
 
 

@@ -24,8 +24,11 @@ The rule (documented in the README, "Layers"):
   bytes depend on that package build only); the others share ``BUCKETS`` buckets, chosen by
   the sha256 of the owner's key (``conda:<name>`` / ``pip:<name>``, not its version), so a
   relock that bumps one small package changes that package's bucket and slot 00 only;
-- when more owners reach the threshold than there are solo slots, the largest keep them and
-  the rest go to their buckets: the layer budget is never exceeded, and is never a failure.
+- when more owners reach the threshold than there are solo slots, the build fails (exit 10)
+  naming the owners that do not fit and the threshold at which they would: merging a large
+  package into a bucket silently would tie its bytes to its neighbours' versions, the very
+  thing the split is for. The threshold is the flavor's ``solo-layer-mib`` (flavor.toml),
+  passed to the builder as the build argument ``SOLO_LAYER_ARG``.
 
 Timestamps: a file gets its conda package's build timestamp; pip distributions, slot 00 and
 every directory get ``STABLE_EPOCH``; each is clamped to the image's ``SOURCE_DATE_EPOCH``.
@@ -41,6 +44,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from lockdock.errors import BuildError
 from lockdock.installer.prefix import CONDA_META, PREFIX_MARKER
 
 #: Layer slots of the final stage (images/<flavor>/Dockerfile copies /layers/00 .. 55).
@@ -51,9 +55,13 @@ SHARED_SLOT = 0
 #: Buckets for the owners below the threshold: slots 1 .. BUCKETS.
 BUCKETS = 16
 FIRST_SOLO_SLOT = 1 + BUCKETS
+MIB = 1024 * 1024
 #: Installed size from which an owner gets a solo slot (32 MiB: in a torch image that is
 #: torch, python, numpy and the large native libraries; everything else is buckets).
-SOLO_MIN_BYTES = 32 * 1024 * 1024
+SOLO_MIN_BYTES = 32 * MIB
+#: The builder stage's build argument for a flavor's own threshold in MiB (flavor.toml
+#: ``solo-layer-mib``; unset: ``SOLO_MIN_BYTES``). images/base/build/install-env reads it.
+SOLO_LAYER_ARG = "SOLO_LAYER_MIB"
 #: 2000-01-01T00:00:00Z: the time of pip distributions, slot 00 and every directory.
 STABLE_EPOCH = 946684800
 #: Files the installer and the builder leave that no package lists (relative to the prefix;
@@ -165,19 +173,39 @@ def plan_slots(
 ) -> dict[str, int]:
     """Owner key -> slot. Large owners get solo slots in name order; the rest, buckets.
 
-    When more owners reach ``solo_min_bytes`` than there are solo slots, the largest (ties:
-    by key) keep them and the others go to their buckets.
+    More owners of ``solo_min_bytes`` or more than there are solo slots: BuildError (exit 10)
+    naming those beyond the budget (the smallest of them) and the threshold that fits.
     """
     solo_count = slots - FIRST_SOLO_SLOT
     if solo_count < 0:
         raise ValueError(f"{slots} slots cannot hold slot 00 and {BUCKETS} buckets")
     large = sorted((k for k, size in sizes.items() if size >= solo_min_bytes),
                    key=lambda k: (-sizes[k], k))  # fmt: skip
-    solo = sorted(large[:solo_count])
-    plan = {key: FIRST_SOLO_SLOT + index for index, key in enumerate(solo)}
+    if len(large) > solo_count:
+        raise over_budget(large, sizes, solo_count, solo_min_bytes)
+    plan = {key: FIRST_SOLO_SLOT + index for index, key in enumerate(sorted(large))}
     for key in sizes:
         plan.setdefault(key, bucket_of(key))
     return plan
+
+
+def over_budget(
+    large: list[str], sizes: Mapping[str, int], solo_count: int, solo_min_bytes: int
+) -> BuildError:
+    """The layer-budget error: ``large`` is sorted largest first."""
+    beyond = large[solo_count:]
+    fits = sizes[large[solo_count]] // MIB + 1  # the first size that leaves solo_count owners
+    listing = ", ".join(f"{key} ({sizes[key] / MIB:.1f} MiB)" for key in beyond[:20])
+    more = f" and {len(beyond) - 20} more" if len(beyond) > 20 else ""
+    return BuildError(
+        f"Layer budget exceeded: {len(large)} packages are installed at "
+        f"{solo_min_bytes / MIB:g} MiB or more, but the image has {solo_count} solo layer "
+        f"slots; these do not fit: {listing}{more}. Each large package keeps its own layer "
+        "so that its bytes stay shared across relocks and flavors, and lockdock does not merge "
+        f"one into a bucket behind your back. Raise the threshold to {fits} MiB or more: "
+        f"`solo-layer-mib = {fits}` in the flavor's flavor.toml (plain `docker build`: "
+        f"--build-arg {SOLO_LAYER_ARG}={fits})."
+    )
 
 
 def clamp(timestamp: int | None, source_date_epoch: int | None) -> int:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from lockdock.errors import BuildError, LockdockError
 from lockdock.installer.layer_plan import (
+    MIB,
     REPORT_PATH,
     SHARED_SLOT,
     SLOTS,
@@ -403,7 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only print the manifest sha256 of PREFIX (as the report has it)")
     parser.add_argument("--root", type=Path, default=Path("/"),
                         help="what the image's / is (default /)")  # fmt: skip
-    parser.add_argument("--solo-min-bytes", type=int, default=SOLO_MIN_BYTES)
+    parser.add_argument("--solo-min-bytes", type=int, default=SOLO_MIN_BYTES,
+                        help=f"installed size from which a package gets its own layer "
+                             f"(default {SOLO_MIN_BYTES})")
+    parser.add_argument("--solo-min-mib", type=int, metavar="MIB",
+                        help="the same in MiB (the builder passes a flavor's solo-layer-mib)")
     return parser
 
 
@@ -425,10 +430,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not (args.prefix and args.out):
         parser.error("--prefix and --out are required")
+    solo_min_bytes = args.solo_min_bytes if args.solo_min_mib is None else args.solo_min_mib * MIB
     try:
         split = write_slots(args.prefix, args.out, root=args.root,
                             source_date_epoch=source_date_epoch_from_env(),
-                            solo_min_bytes=args.solo_min_bytes)  # fmt: skip
+                            solo_min_bytes=solo_min_bytes)  # fmt: skip
     except LockdockError as error:
         print(f"lockdock: error: {error}", file=sys.stderr)
         return error.exit_code
