@@ -81,7 +81,7 @@ def parse_flavor_file(name: str, directory: Path, text: str) -> FlavorFile:
         kind = _KEYS[key][0]
         if not isinstance(value, kind) or (
             isinstance(value, list) and not all(isinstance(item, str) for item in value)
-        ) or (kind is int and (isinstance(value, bool) or int(value) < 0)):
+        ) or (kind is int and (isinstance(value, bool) or (isinstance(value, int) and value < 0))):
             want = {str: "a string", bool: "true or false", list: "a list of strings",
                     int: "a whole number of 0 or more"}[kind]
             raise SpecError(f"{path}: `{key}` must be {want}, not {value!r}.")
