@@ -29,16 +29,30 @@ ARG BASE_IMAGE
 ARG SOURCE_DATE_EPOCH
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 USER root
-COPY --chmod=0755 images/base/rootfs/bin/ /usr/local/bin/
-COPY --chmod=0644 images/base/rootfs/lib/ /usr/local/lib/lockdock/
-COPY --chmod=0644 images/base/condarc /opt/conda/.condarc
-# useradd stamps /etc/shadow with SOURCE_DATE_EPOCH (shadow >= 4.8), not with today.
-RUN --network=none set -eux; \
-    rm -f /opt/conda/condarc /root/.condarc; \
+# One RUN and no COPY: the files of images/base are installed from a bind mount (so they
+# carry no checkout's times), stray condarc files are emptied rather than deleted (a deletion
+# is a whiteout entry stamped with the build's time), and at the end every path this RUN
+# created or changed gets SOURCE_DATE_EPOCH. The layer's bytes then depend on its inputs
+# only, and lockdock does not need BuildKit's timestamp rewrite for this stage (README,
+# "Reproducible"). useradd stamps /etc/shadow with SOURCE_DATE_EPOCH too (shadow >= 4.8).
+RUN --network=none \
+    --mount=type=bind,source=images/base/rootfs,target=/tmp/lockdock-rootfs \
+    --mount=type=bind,source=images/base/condarc,target=/tmp/lockdock-condarc \
+    set -eux; \
+    started=$(date +%s.%N); \
+    install -d -m 0755 /usr/local/bin /usr/local/lib/lockdock /opt/conda/envs; \
+    install -m 0755 /tmp/lockdock-rootfs/bin/* /usr/local/bin/; \
+    install -m 0644 /tmp/lockdock-rootfs/lib/* /usr/local/lib/lockdock/; \
+    install -m 0644 /tmp/lockdock-condarc /opt/conda/.condarc; \
+    for stray in /opt/conda/condarc /root/.condarc; do \
+        if [ -e "$stray" ]; then : > "$stray"; fi; \
+    done; \
     useradd --uid 1000 --user-group --create-home --no-log-init --shell /bin/bash lockdock; \
-    mkdir -p /opt/conda/envs; \
     printf '\n# lockdock: activate the locked environment\n. /usr/local/lib/lockdock/activate.sh\n' \
-        >> /etc/bash.bashrc
+        >> /etc/bash.bashrc; \
+    find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path '/tmp/lockdock-*' \
+        -o -path /etc/hosts -o -path /etc/hostname -o -path /etc/resolv.conf \) -prune \
+        -o -newermt "@${started}" -exec touch --no-dereference --date="@${SOURCE_DATE_EPOCH:-0}" {} +
 ENV LOCKDOCK_PREFIX=/opt/conda/envs/lockdock \
     CONDA_PREFIX=/opt/conda/envs/lockdock \
     CONDA_DEFAULT_ENV=lockdock \
@@ -112,10 +126,24 @@ RUN --network=none \
     --mount=type=bind,source=images/base/build,target=/tmp/lockdock/build \
     /tmp/lockdock/build/install-env /tmp/lockdock/conda-lock.yml
 
+# shipped: the lock and its SBOM as the trees /lock and /sbom (usr/share/lockdock/...) with
+# fixed times, written here rather than copied from the context, whose files keep the times
+# of a checkout or of a build (lockdock.installer.layers --ship).
+FROM installer-env AS shipped
+ARG LOCK
+ARG SOURCE_DATE_EPOCH
+RUN --network=none \
+    --mount=type=bind,source=${LOCK},target=/tmp/lockdock/conda-lock.yml \
+    --mount=type=bind,from=sbom,target=/tmp/lockdock/sbom \
+    export PYTHONPATH=/opt/lockdock-installer/src \
+    && /opt/lockdock-installer/bin/python -m lockdock.installer.layers \
+        --ship /tmp/lockdock/conda-lock.yml --ship-out /lock \
+    && /opt/lockdock-installer/bin/python -m lockdock.installer.layers \
+        --ship /tmp/lockdock/sbom --ship-out /sbom
+
 # environment: the base with the locked environment. Every flavor's final stage starts FROM
 # it (images/<flavor>/Dockerfile adds only what the flavor itself needs).
 FROM lockdock-base AS environment
-ARG LOCK
 # The environment: 56 fixed layer slots the builder's splitter fills by owning package
 # (lockdock/installer/layer_plan.py; README "Layers"). --link: each layer's bytes are its
 # files' alone, so unchanged packages keep their layer digests across relocks and flavors.
@@ -176,8 +204,10 @@ COPY --link --from=builder /layers/52/ /
 COPY --link --from=builder /layers/53/ /
 COPY --link --from=builder /layers/54/ /
 COPY --link --from=builder /layers/55/ /
-COPY --chmod=0644 ${LOCK} /usr/share/lockdock/conda-lock.yml
-COPY --from=sbom / /usr/share/lockdock/
+# The lock and its SBOM (none for plain `docker build`, whose sbom stage is empty), as the
+# shipped stage wrote them: no layer of this stage carries the time of a checkout or a build.
+COPY --link --from=shipped /lock/ /
+COPY --link --from=shipped /sbom/ /
 
 # ---- images/cpu/Dockerfile ----
 # Flavor `cpu`: the final stage. Built on the stages of images/base/Dockerfile and

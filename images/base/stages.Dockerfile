@@ -58,10 +58,24 @@ RUN --network=none \
     --mount=type=bind,source=images/base/build,target=/tmp/lockdock/build \
     /tmp/lockdock/build/install-env /tmp/lockdock/conda-lock.yml
 
+# shipped: the lock and its SBOM as the trees /lock and /sbom (usr/share/lockdock/...) with
+# fixed times, written here rather than copied from the context, whose files keep the times
+# of a checkout or of a build (lockdock.installer.layers --ship).
+FROM installer-env AS shipped
+ARG LOCK
+ARG SOURCE_DATE_EPOCH
+RUN --network=none \
+    --mount=type=bind,source=${LOCK},target=/tmp/lockdock/conda-lock.yml \
+    --mount=type=bind,from=sbom,target=/tmp/lockdock/sbom \
+    export PYTHONPATH=/opt/lockdock-installer/src \
+    && /opt/lockdock-installer/bin/python -m lockdock.installer.layers \
+        --ship /tmp/lockdock/conda-lock.yml --ship-out /lock \
+    && /opt/lockdock-installer/bin/python -m lockdock.installer.layers \
+        --ship /tmp/lockdock/sbom --ship-out /sbom
+
 # environment: the base with the locked environment. Every flavor's final stage starts FROM
 # it (images/<flavor>/Dockerfile adds only what the flavor itself needs).
 FROM lockdock-base AS environment
-ARG LOCK
 # The environment: 56 fixed layer slots the builder's splitter fills by owning package
 # (lockdock/installer/layer_plan.py; README "Layers"). --link: each layer's bytes are its
 # files' alone, so unchanged packages keep their layer digests across relocks and flavors.
@@ -122,5 +136,7 @@ COPY --link --from=builder /layers/52/ /
 COPY --link --from=builder /layers/53/ /
 COPY --link --from=builder /layers/54/ /
 COPY --link --from=builder /layers/55/ /
-COPY --chmod=0644 ${LOCK} /usr/share/lockdock/conda-lock.yml
-COPY --from=sbom / /usr/share/lockdock/
+# The lock and its SBOM (none for plain `docker build`, whose sbom stage is empty), as the
+# shipped stage wrote them: no layer of this stage carries the time of a checkout or a build.
+COPY --link --from=shipped /lock/ /
+COPY --link --from=shipped /sbom/ /

@@ -140,3 +140,26 @@ def write_texts_atomic(texts: dict[Path, str], originals: dict[Path, str]) -> No
         for _target, tmp in staged:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+
+def write_fixed_time_tree(root: Path, files: dict[str, bytes], when: int) -> None:
+    """``root`` (replaced) holding only ``files`` (relative path -> content, mode 0644) and
+    their folders (0755), every one timed ``when``: a tree ``COPY --link`` turns into the same
+    layer bytes wherever and whenever it was written. Only for trees written inside a build
+    (BuildKit re-sends a context file only when its size or time changed: a context file
+    with a fixed time and an unchanged size would keep its old bytes)."""
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True, mode=0o755)
+    folders: set[Path] = set()
+    for relative, content in sorted(files.items()):
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        target.write_bytes(content)
+        os.chmod(target, 0o644)
+        os.utime(target, (when, when), follow_symlinks=False)
+        folders.update(root / part for part in Path(relative).parents[:-1])
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        os.chmod(folder, 0o755)
+        os.utime(folder, (when, when), follow_symlinks=False)

@@ -11,9 +11,12 @@ CLI. Images and build records are removed afterwards.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,9 @@ from typing import Any
 
 import pytest
 
+from lockdock.context import resolve_flavor
+from lockdock.image.build import build as build_image
+from lockdock.image.stage import prepare_build
 from lockdock.installer.layer_plan import REPORT_PATH, SHARED_SLOT, bucket_of, slot_dir
 from lockdock.testing import ChannelServer, FakePackage, build_channel
 from lockdock.testing.cpython import packaging_problem
@@ -262,6 +268,29 @@ def test_inspect_and_the_relock_body_state_the_bytes_to_pull(built: Built) -> No
     assert "| 17 | python 3.11.7 |" in text
     body = "\n".join(relock_report.layer_section(built.old.tag, built.new.tag))
     assert "4 layer(s) to pull" in body
+
+
+def test_another_checkout_at_another_time_builds_the_same_layers(
+    built: Built, tmp_path: Path
+) -> None:
+    """The image's bytes do not depend on the checkout's file times nor the build's: a copy of
+    the project whose every file is a day newer, built with no cache, has the same layers (no
+    layer of the shipped stages takes a time from the context or the clock)."""
+    copy = tmp_path / "checkout"
+    shutil.copytree(built.root, copy, symlinks=True)
+    later = time.time() + 86400
+    for path in copy.rglob("*"):
+        os.utime(path, (later, later), follow_symlinks=False)
+    name = f"{NAME}-checkout"
+    try:
+        context = resolve_flavor(copy, "cpu")
+        plan = prepare_build(context, base_image=built.base_image)
+        assert not plan.rewrite_timestamps  # so the rewrite is not what makes them equal
+        result = build_image(context, base_image=built.base_image, name=name, force=True,
+                             no_cache=True)  # every step run anew, at another time
+        assert image(result.reference).layers == built.new.layers
+    finally:
+        _remove(name)
 
 
 def test_verify_repro_passes_on_the_split_image(built: Built) -> None:

@@ -103,7 +103,7 @@ def test_buildx_argv(tmp_path: Path) -> None:
         store_context=tmp_path / "store", installer_context=tmp_path / "inst",
         sbom_context=tmp_path / "sbom", builder="remote",
     )  # fmt: skip
-    argv = plan.buildx_argv(build, output=plan.oci_output(tmp_path / "o"),
+    argv = plan.buildx_argv(build, output=plan.oci_output(tmp_path / "o", rewrite_timestamps=True),
                              metadata_file=tmp_path / "m.json", no_cache=True)
     joined = " ".join(argv)
     assert argv[:3] == ["docker", "buildx", "build"]
@@ -113,6 +113,37 @@ def test_buildx_argv(tmp_path: Path) -> None:
     assert "SOURCE_DATE_EPOCH=1704067200" in argv and "BASE_IMAGE=base:1" in argv
     assert "--provenance=false" in argv and "rewrite-timestamp=true" in joined
     assert "io.lockdock.flavor=cpu" in argv and argv[-1] == str(tmp_path)
+
+
+def test_only_a_flavor_that_adds_layers_pays_for_the_timestamp_rewrite() -> None:
+    text = (
+        "# a comment: RUN nothing\nFROM environment AS cpu\nENV A=1 \\\n    B=2\n"
+        "LABEL x=y\nUSER lockdock\n"
+    )
+    assert dockerfile.layer_instructions(text) == []
+    added = text + ("RUN apt-get update \\\n  && apt-get install -y vim\n"
+                    "copy motd /etc/\nWORKDIR /w\n")
+    assert dockerfile.layer_instructions(added) == [
+        "RUN apt-get update \\", "copy motd /etc/", "WORKDIR /w"]
+    assert "rewrite-timestamp" not in plan.image_output("n", rewrite_timestamps=False)
+    assert plan.image_output("n", rewrite_timestamps=True).endswith(",rewrite-timestamp=true")
+    # the repository's flavors add no layers: their builds skip the rewrite
+    for flavor in load_project(REPO).flavors.values():
+        assert dockerfile.layer_instructions(flavor.dockerfile.read_text()) == [], flavor.name
+
+
+def test_the_shipped_stages_stamp_their_files_instead_of_copying_context_times() -> None:
+    """images/base ships no COPY from the build context (it keeps checkout times) and only
+    COPY --link of the trees lockdock stamps (layer slots, lock, SBOM)."""
+    base = (REPO / "images/base/Dockerfile").read_text()
+    stage = base[base.index(" AS lockdock-base"):]
+    assert not [line for line in dockerfile.layer_instructions(stage)
+                if line.upper().startswith(("COPY", "ADD"))]  # fmt: skip
+    assert 'touch --no-dereference --date="@${SOURCE_DATE_EPOCH:-0}"' in stage
+    stages = (REPO / "images/base/stages.Dockerfile").read_text()
+    environment = stages[stages.index(" AS environment"):]
+    copies = dockerfile.layer_instructions(environment)
+    assert copies and all(line.startswith("COPY --link --from=") for line in copies), copies
 
 
 # --- store completeness ------------------------------------------------------------------
@@ -335,6 +366,6 @@ def test_every_path_the_dockerfiles_read_is_tracked_by_git() -> None:
     text = "\n".join((REPO / p).read_text() for p in
                      (dockerfile.BASE_DOCKERFILE, dockerfile.STAGES_DOCKERFILE))
     read = set(re.findall(r"(?:source=|COPY (?:--chmod=\S+ )?)(images/\S+?)/?[\s,]", text))
-    assert "images/base/build" in read and "images/base/rootfs/bin" in read
+    assert "images/base/build" in read and "images/base/rootfs" in read
     for path in read:
         assert any(t == path or t.startswith(path.rstrip("/") + "/") for t in tracked), path

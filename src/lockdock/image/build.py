@@ -89,10 +89,15 @@ def build(
     temporary = f"{plan.name}:building-{os.getpid()}-{os.urandom(4).hex()}"
     with tempfile.TemporaryDirectory(prefix="lockdock-build.") as tmp:
         metadata = Path(tmp) / "metadata.json"
-        argv = buildx_argv(plan, output=with_compression(image_output(temporary), compression),
+        output = image_output(temporary, rewrite_timestamps=plan.rewrite_timestamps)
+        argv = buildx_argv(plan, output=with_compression(output, compression),
                            metadata_file=metadata, no_cache=no_cache)
         argv[-1:-1] = cache  # before the context path, buildx_argv's last element
         say(f"building {plan.flavor} ({plan.platform}) with SOURCE_DATE_EPOCH={plan.epoch}")
+        if plan.rewrite_timestamps:
+            say(f"{plan.flavor}'s Dockerfile adds layers ({plan.flavor_layers[0]}"
+                f"{', …' if len(plan.flavor_layers) > 1 else ''}): BuildKit rewrites every "
+                "layer's timestamps to SOURCE_DATE_EPOCH (each layer recompressed once more)")
         try:
             run_buildx(argv, f"The build of {plan.flavor} ({plan.platform})", load=True)
             digest = str(_read_metadata(metadata).get("containerimage.digest") or "")

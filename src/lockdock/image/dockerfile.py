@@ -84,6 +84,26 @@ def dockerfile_parts(root: Path, flavor: Flavor) -> list[tuple[str, str]]:
             ) from None
     return parts
 
+#: Instructions that add a layer whose file times BuildKit takes from the build (RUN writes
+#: with the clock, COPY/ADD keep the context's times, WORKDIR creates with the clock).
+LAYER_INSTRUCTIONS = ("RUN", "COPY", "ADD", "WORKDIR")
+
+
+def layer_instructions(text: str) -> list[str]:
+    """The instructions of a Dockerfile part that add layers with build-time file times, as
+    written (first line). lockdock's own stages (images/base) stamp their files themselves;
+    a flavor's final stage that has any of these needs BuildKit's ``rewrite-timestamp``."""
+    found, continued = [], False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not continued and stripped and not stripped.startswith("#"):
+            keyword = stripped.split(maxsplit=1)[0].upper()
+            if keyword in LAYER_INSTRUCTIONS:
+                found.append(stripped)
+        continued = stripped.endswith("\\") or (continued and stripped.startswith("#"))
+    return found
+
+
 def default_base_image(base_dockerfile_text: str) -> str | None:
     match = re.search(r"^\s*ARG\s+BASE_IMAGE=(\S+)", base_dockerfile_text, re.MULTILINE)
     return match.group(1) if match else None

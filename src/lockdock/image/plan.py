@@ -95,6 +95,14 @@ class BuildPlan:
     builder: str | None = None
     target: str | None = None
     extra_args: Mapping[str, str] = field(default_factory=dict)
+    #: The flavor's own instructions that add layers with build-time file times; any:
+    #: BuildKit's ``rewrite-timestamp`` (every layer decompressed and recompressed once
+    #: more), none: the stages lockdock ships stamp their files themselves.
+    flavor_layers: tuple[str, ...] = ()
+
+    @property
+    def rewrite_timestamps(self) -> bool:
+        return bool(self.flavor_layers)
     #: The project's git commit: recorded (build record, images.lock.json), never labelled:
     #: it is no build input, and in the image config it would make one lock two digests.
     revision: str | None = None
@@ -122,8 +130,11 @@ def plan_build(
     base_default: str | None = None,
     builder: str | None = None,
     name: str | None = None,
+    flavor_layers: Sequence[str] = (),
 ) -> BuildPlan:
-    """Everything one build needs, checked (store complete, a base image), as a value."""
+    """Everything one build needs, checked (store complete, a base image), as a value.
+
+    ``flavor_layers``: ``dockerfile.layer_instructions`` of the flavor's own Dockerfile."""
     from lockdock.image.dockerfile import base_image_problem
 
     flavor, subdir = context.flavor, context.platform.subdir
@@ -163,6 +174,7 @@ def plan_build(
         revision=revision,
         extra_args=({} if flavor.solo_layer_mib is None
                     else {SOLO_LAYER_ARG: str(flavor.solo_layer_mib)}),
+        flavor_layers=tuple(flavor_layers),
     )
 
 
@@ -199,14 +211,17 @@ def buildx_argv(
     argv.append(str(plan.project_root))
     return argv
 
-def image_output(name: str) -> str:
+def image_output(name: str, *, rewrite_timestamps: bool) -> str:
     """A docker-format tarball on stdout, for ``docker load``.
 
     dockerd 26's own image exporter refuses ``rewrite-timestamp`` (it always unpacks), so
     the image is exported as a tarball and loaded; the containerd image store keeps its
-    manifest digest.
+    manifest digest. ``rewrite_timestamps``: ``BuildPlan.rewrite_timestamps``.
     """
-    return f"type=docker,name={name},dest=-,oci-mediatypes=true,rewrite-timestamp=true"
+    rewrite = ",rewrite-timestamp=true" if rewrite_timestamps else ""
+    return f"type=docker,name={name},dest=-,oci-mediatypes=true{rewrite}"
 
-def oci_output(dest: Path) -> str:
-    return f"type=oci,dest={dest},tar=false,rewrite-timestamp=true"
+
+def oci_output(dest: Path, *, rewrite_timestamps: bool) -> str:
+    rewrite = ",rewrite-timestamp=true" if rewrite_timestamps else ""
+    return f"type=oci,dest={dest},tar=false{rewrite}"

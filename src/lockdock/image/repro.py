@@ -18,7 +18,7 @@ from lockdock.context import FlavorContext
 from lockdock.engine import run_buildx
 from lockdock.errors import ReproducibilityError
 from lockdock.image.plan import buildx_argv, oci_output
-from lockdock.image.stage import prepare_build
+from lockdock.image.stage import prepare_build, stage_sbom
 from lockdock.progress import say
 
 
@@ -137,7 +137,10 @@ def verify_repro(
         for attempt in ("a", "b"):
             layout = work / f"build-{attempt}"
             shutil.rmtree(layout, ignore_errors=True)
-            argv = buildx_argv(plan, output=oci_output(layout),
+            if attempt == "b":  # written anew, later: its layer must not carry the time
+                stage_sbom(context, plan.epoch, plan.sbom_context)
+            argv = buildx_argv(plan, output=oci_output(layout,
+                                                       rewrite_timestamps=plan.rewrite_timestamps),
                                metadata_file=work / f"metadata-{attempt}.json", no_cache=True)
             say(f"verify-repro: build {attempt} of {plan.flavor} ({plan.platform}), --no-cache")
             run_buildx(argv, f"Reproducibility build {attempt} of {plan.flavor}")

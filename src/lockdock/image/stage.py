@@ -20,7 +20,12 @@ from lockdock.context import FlavorContext
 from lockdock.errors import NetworkError, SpecError
 from lockdock.fsutil import write_bytes_atomic, write_text_atomic
 from lockdock.git import git_facts
-from lockdock.image.dockerfile import BASE_DOCKERFILE, default_base_image, write_rendered_dockerfile
+from lockdock.image.dockerfile import (
+    BASE_DOCKERFILE,
+    default_base_image,
+    layer_instructions,
+    write_rendered_dockerfile,
+)
 from lockdock.image.plan import BuildPlan, plan_build
 from lockdock.installer.lockfile import LockedArtifact
 from lockdock.installer.store import inventory, relative_path
@@ -80,7 +85,9 @@ def stage_store(store: Path, artifacts: Sequence[LockedArtifact], dest: Path) ->
 
 
 def stage_sbom(context: FlavorContext, epoch: int, dest: Path) -> Path:
-    """The ``sbom`` build context: the lock's CycloneDX SBOM, shipped in the image."""
+    """The ``sbom`` build context: the lock's CycloneDX SBOM. The builder's ``shipped`` stage
+    gives it fixed times inside the build (``lockdock.installer.layers --ship``); here it is
+    written with today's, so that BuildKit's context sync always sees a new SBOM."""
     from lockdock.facts import IMAGE_CATEGORIES
     from lockdock.sbom import SBOM_FILE, SbomRequest, write_request
 
@@ -179,11 +186,14 @@ def prepare_build(
     timestamps: list[datetime | int | None] = []
     if not [a for a in context.artifacts if relative_path(a) not in present]:
         timestamps = list(package_timestamps(store, context.artifacts))
+    flavor_dockerfile = context.flavor.dockerfile
+    flavor_layers = layer_instructions(flavor_dockerfile.read_text(encoding="utf-8")) \
+        if flavor_dockerfile.is_file() else []
     plan = plan_build(
         context, store=store, present=present, timestamps=timestamps,
         git=git_facts(context.project.root), native=native_platform(),
         work=workspace.build_dir, base_image=base_image, base_default=base_default,
-        builder=builder, name=name,
+        builder=builder, name=name, flavor_layers=flavor_layers,
     )  # fmt: skip
     stage_inputs(plan, context, store)
     return plan

@@ -69,8 +69,10 @@ STABLE_EPOCH = 946684800
 #: writes, and the PEP 668 marker the builder puts beside the stdlib (images/base/build).
 UNOWNED_FILES = (f"{CONDA_META}/history", f"{CONDA_META}/{PREFIX_MARKER}", "CACHEDIR.TAG",
                  "lib/python3.*/EXTERNALLY-MANAGED")
-#: Where the split report lies in the image (in slot 00), relative to the root.
-REPORT_PATH = "usr/share/lockdock/layers.json"
+#: Where lockdock's own files lie in the image, relative to the root.
+SHARE_DIR = "usr/share/lockdock"
+#: The split report (in slot 00; the lock and the SBOM are the two layers after the slots).
+REPORT_PATH = f"{SHARE_DIR}/layers.json"
 
 _PYC = re.compile(r"^(?P<dir>(?:.*/)?)__pycache__/(?P<module>[^/.]+)\.[^/]*\.pyc$")
 

@@ -41,9 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lockdock.errors import BuildError, LockdockError
+from lockdock.fsutil import write_fixed_time_tree
 from lockdock.installer.layer_plan import (
     MIB,
     REPORT_PATH,
+    SHARE_DIR,
     SHARED_SLOT,
     SLOTS,
     SOLO_MIN_BYTES,
@@ -409,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(default {SOLO_MIN_BYTES})")
     parser.add_argument("--solo-min-mib", type=int, metavar="MIB",
                         help="the same in MiB (the builder passes a flavor's solo-layer-mib)")
+    parser.add_argument("--ship", type=Path, metavar="FILE_OR_DIR",
+                        help=f"only write this file (a folder: its files) as the tree "
+                             f"--ship-out/{SHARE_DIR}/<name> with fixed times (the image's "
+                             "lock and SBOM layers)")
+    parser.add_argument("--ship-out", type=Path, metavar="DIR")
     return parser
 
 
@@ -422,12 +429,31 @@ def source_date_epoch_from_env() -> int | None:
         raise BuildError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds.") from None
 
 
+def _write_shipped_tree(source: Path, out: Path) -> int:
+    try:
+        paths = sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() \
+            else [source]
+        files = {f"{SHARE_DIR}/{path.name}": path.read_bytes() for path in paths}
+        write_fixed_time_tree(out, files, clamp(None, source_date_epoch_from_env()))
+    except OSError as error:
+        print(f"lockdock: error: cannot write {out} from {source}: {error}", file=sys.stderr)
+        return BuildError.exit_code
+    except LockdockError as error:
+        print(f"lockdock: error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.manifest_of:
         print(prefix_manifest_sha256(args.manifest_of, jobs=os.cpu_count() or 1))
         return 0
+    if args.ship or args.ship_out:
+        if not (args.ship and args.ship_out):
+            parser.error("--ship and --ship-out go together")
+        return _write_shipped_tree(args.ship, args.ship_out)
     if not (args.prefix and args.out):
         parser.error("--prefix and --out are required")
     solo_min_bytes = args.solo_min_bytes if args.solo_min_mib is None else args.solo_min_mib * MIB
