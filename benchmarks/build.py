@@ -8,7 +8,7 @@ pip torch CPU) on the debootstrap base image; needs root, the engine and its reg
     python benchmarks/build.py [--repeat N] [--no-torch] [--compression gzip,zstd]
 
 Every ratio is taken from figures measured in this one run; times are medians of N runs
-(default 3). The relock bumps ``hello`` 1.0 -> 1.1 (a small package: one bucket + slot 00).
+(default 3). The relock bumps ``hello`` 1.0 -> 1.1 (a small package: one bucket + the shared slot).
 """
 
 from __future__ import annotations

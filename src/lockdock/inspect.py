@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lockdock.errors import EngineError, UsageError
-from lockdock.installer.layer_plan import REPORT_PATH, SLOTS
+from lockdock.installer.layer_plan import REPORT_PATH, SHARED_SLOT, SLOTS, slot_dir
 
 #: Layers of the final stage after the slots: the lock file and the SBOM.
 TRAILING_LAYERS = 2
@@ -106,7 +106,7 @@ def render_table(rows: Sequence[LayerRow], against: str | None = None) -> list[s
     header = "| layer | packages | installed | compressed |" + (" shared |" if against else "")
     lines = [header, "|---|---|---:|---:|" + ("---|" if against else "")]
     base = [r for r in rows if r.slot == "base"]
-    shown = [r for r in rows if r.slot != "base" and (r.packages or r.slot == "00"
+    shown = [r for r in rows if r.slot != "base" and (r.packages or r.slot == slot_dir(SHARED_SLOT)
                                                       or r.slot == "lock+sbom")]
     if base:
         known = [r.compressed_bytes for r in base]

@@ -1,7 +1,7 @@
 """The layer splitter on real installs (a packaged CPython, conda packages, wheels): the slots
-are the verified prefix exactly, a one-package relock changes one bucket and slot 00, and the
-hard cases (a conda clobber, a wheel overwriting a conda file, an empty package, a stray file)
-have the outcome layer_plan's docstring documents.
+are the verified prefix exactly, a one-package relock changes one bucket and the shared slot,
+and the hard cases (a conda clobber, a wheel overwriting a conda file, an empty package, a
+stray file) have the outcome layer_plan's docstring documents.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from lockdock.errors import BuildError
 from lockdock.installer import install
 from lockdock.installer import prefix as prefix_mod
 from lockdock.installer.layer_plan import (
+    FIRST_BUCKET_SLOT,
     REPORT_PATH,
     SHARED_SLOT,
     SLOTS,
@@ -158,10 +159,10 @@ def test_slots_are_the_verified_prefix_exactly(locks: Locks, tmp_path: Path) -> 
     assert tree_manifest(prefix) == before  # the split leaves the prefix as it was
     prefix_mod.verify_prefix(locks.old, prefix, "linux-64")
     # The big interpreter has a slot of its own; the small packages are in their buckets.
-    assert int(slot_of(out, "conda", "python")) > 16
+    assert int(slot_of(out, "conda", "python")) < FIRST_BUCKET_SLOT
     assert slot_of(out, "conda", "hello") == slot_dir(bucket_of("conda:hello"))
     assert slot_of(out, "pip", "tinywheel") == slot_dir(bucket_of("pip:tinywheel"))
-    assert (out / "00/env/conda-meta/history").exists()
+    assert (out / slot_dir(SHARED_SLOT) / "env/conda-meta/history").exists()
     # The report names the verified prefix's manifest; the slots' union has the same one.
     union = tmp_path / "union"
     for slot in range(SLOTS):
@@ -181,8 +182,8 @@ def test_times_are_each_packages_own_clamped_to_source_date_epoch(
     assert int(hello.lstat().st_mtime) == BUILD_TIMESTAMP
     wheel = out / slot_of(out, "pip", "tinywheel") / f"env/{SITE}/tinywheel/__init__.py"
     assert int(wheel.lstat().st_mtime) == STABLE_EPOCH
-    assert {int(p.lstat().st_mtime) for p in (out / "00").rglob("*") if p.is_dir()} == {
-        STABLE_EPOCH}
+    shared = out / slot_dir(SHARED_SLOT)
+    assert {int(p.lstat().st_mtime) for p in shared.rglob("*") if p.is_dir()} == {STABLE_EPOCH}
     write_slots(prefix, out, root=tmp_path / "root", source_date_epoch=STABLE_EPOCH - 10)
     hello = out / slot_of(out, "conda", "hello") / "env/share/hello/version"
     assert int(hello.lstat().st_mtime) == STABLE_EPOCH - 10

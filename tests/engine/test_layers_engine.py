@@ -1,5 +1,5 @@
 """Layers that follow the lock, on the real engine: a one-package relock changes that package's
-bucket and slot 00 (plus the lock and SBOM files' layers) only, a second flavor shares the
+bucket and the shared slot (plus the lock and SBOM files' layers) only, a second flavor shares the
 solo layers, a push after the first uploads only the changed layers, and the split image's
 environment is byte for byte the verified install.
 
@@ -27,7 +27,13 @@ import pytest
 from lockdock.context import resolve_flavor
 from lockdock.image.build import build as build_image
 from lockdock.image.stage import prepare_build
-from lockdock.installer.layer_plan import REPORT_PATH, SHARED_SLOT, bucket_of, slot_dir
+from lockdock.installer.layer_plan import (
+    FIRST_BUCKET_SLOT,
+    REPORT_PATH,
+    SHARED_SLOT,
+    bucket_of,
+    slot_dir,
+)
 from lockdock.testing import ChannelServer, FakePackage, build_channel
 from lockdock.testing.cpython import packaging_problem
 from lockdock.testing.demo import (
@@ -164,9 +170,9 @@ def test_one_package_relock_changes_only_its_bucket_and_slot_00(built: Built) ->
 def test_a_second_flavor_shares_every_solo_layer(built: Built) -> None:
     cpu, second = built.old.slot_layers(), built.second.slot_layers()
     python = built.old.slot_of("conda:python")
-    assert int(python) > 16 and built.second.slot_of("conda:python") == python
+    assert int(python) < FIRST_BUCKET_SLOT and built.second.slot_of("conda:python") == python
     solo = [e for e in built.old.report["slots"]
-            if int(e["slot"]) > 16 and e["packages"]]  # fmt: skip
+            if int(e["slot"]) < FIRST_BUCKET_SLOT and e["packages"]]  # fmt: skip
     assert solo and all(cpu[e["slot"]] == second[e["slot"]] for e in solo)
     differing = {slot for slot in cpu if cpu[slot] != second[slot]}
     assert differing == {slot_dir(SHARED_SLOT), slot_dir(bucket_of("conda:extra"))}
@@ -199,7 +205,7 @@ def test_pushing_after_a_relock_uploads_only_the_changed_layers(built: Built) ->
     pushed = [line for line in lines if line.endswith(": Pushed")]
     reused = [line for line in lines if line.endswith(": Layer already exists")]
     distinct_new = len(set(built.new.layers) - set(built.old.layers))
-    assert len(pushed) == distinct_new == 4, lines  # slot 00, hello's bucket, lock, SBOM
+    assert len(pushed) == distinct_new == 4, lines  # shared slot, hello's bucket, lock, SBOM
     assert reused, lines
 
 
@@ -238,7 +244,7 @@ def test_pulling_the_update_fetches_only_the_changed_layers(built: Built) -> Non
     _push(built.new.tag, f"{REGISTRY}/{remote}:new")
     changed = set(_manifest_layers(f"{REGISTRY}/{remote}:new")) - set(
         _manifest_layers(f"{REGISTRY}/{remote}:old"))
-    assert len(changed) == 4  # slot 00, hello's bucket, the lock file, the SBOM
+    assert len(changed) == 4  # shared slot, hello's bucket, the lock file, the SBOM
     # A machine that has the first image only: remove the second (every name it has).
     image_id = ok(docker("image", "inspect", "--format", "{{.Id}}", built.new.tag)).stdout
     ok(docker("image", "rm", "--force", image_id.strip()))
@@ -265,7 +271,7 @@ def test_inspect_and_the_relock_body_state_the_bytes_to_pull(built: Built) -> No
     text = ok(lockdock(built.root, "inspect", "cpu", "--against", built.old.tag)).stdout
     assert f"Against {built.old.tag}: 4 layer(s) to pull" in text, text
     assert "unknown" not in text  # the local image's compressed sizes come from docker save
-    assert "| 17 | python 3.11.7 |" in text
+    assert "| 00 | python 3.11.7 |" in text
     body = "\n".join(relock_report.layer_section(built.old.tag, built.new.tag))
     assert "4 layer(s) to pull" in body
 

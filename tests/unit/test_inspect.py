@@ -36,7 +36,7 @@ def test_rows_name_each_slots_packages_and_what_the_other_image_has() -> None:
     assert by_slot["17"].shared is True and by_slot["17"].installed_bytes == 50_000_000
     assert [r.shared for r in rows if r.slot == "base"] == [True, True]
     summary = update_summary(rows)
-    assert summary.layers == 4  # slot 00, hello's bucket, the lock file, the SBOM
+    assert summary.layers == 4  # shared slot, hello's bucket, the lock file, the SBOM
     assert summary.installed_bytes == 2100
     expected = sum(new.compressed[d] for d in new.diff_ids if "new" in d)
     assert summary.compressed_bytes == expected

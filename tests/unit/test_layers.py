@@ -11,10 +11,12 @@ import pytest
 from lockdock.errors import BuildError
 from lockdock.installer.layer_plan import (
     BUCKETS,
+    FIRST_BUCKET_SLOT,
     FIRST_SOLO_SLOT,
     SHARED_SLOT,
     SLOTS,
     SOLO_MIN_BYTES,
+    SOLO_SLOTS,
     STABLE_EPOCH,
     UNOWNED_FILES,
     assign_owners,
@@ -77,7 +79,8 @@ def test_files_nobody_owns_are_listed_unless_they_are_known_leftovers() -> None:
 def test_buckets_depend_on_the_key_alone_and_spread() -> None:
     keys = [f"conda:pkg{i}" for i in range(400)]
     buckets = {bucket_of(k) for k in keys}
-    assert buckets == set(range(1, BUCKETS + 1))
+    assert buckets == set(range(FIRST_BUCKET_SLOT, FIRST_BUCKET_SLOT + BUCKETS))
+    assert SHARED_SLOT == SLOTS - 1 == FIRST_BUCKET_SLOT + BUCKETS  # the shared slot is last
     small = {k: 1000 for k in keys[:50]}
     bumped = {**small, keys[7]: 5000}  # a new version of one package: another size
     assert plan_slots(small) == plan_slots(bumped)
@@ -96,7 +99,7 @@ def test_large_owners_get_solo_slots_in_name_order() -> None:
 
 
 def test_more_large_owners_than_solo_slots_fail_naming_those_beyond_and_what_fits() -> None:
-    solo = SLOTS - FIRST_SOLO_SLOT
+    solo = SOLO_SLOTS
     sizes = {f"conda:big{i:03d}": (100 + i) * MIB + MIB // 2 for i in range(solo + 5)}
     sizes["conda:small"] = MIB
     with pytest.raises(BuildError) as caught:
@@ -111,9 +114,9 @@ def test_more_large_owners_than_solo_slots_fail_naming_those_beyond_and_what_fit
     # 104.5 MiB is the largest that does not fit: from 105 MiB on, exactly `solo` qualify
     assert "`solo-layer-mib = 105`" in message and "SOLO_LAYER_MIB=105" in message
     plan = plan_slots(sizes, solo_min_bytes=105 * MIB)
-    assert sorted(k for k, s in plan.items() if s >= FIRST_SOLO_SLOT) == sorted(
+    assert sorted(k for k, s in plan.items() if s < FIRST_BUCKET_SLOT) == sorted(
         f"conda:big{i:03d}" for i in range(5, solo + 5))
-    assert max(plan.values()) == SLOTS - 1
+    assert max(plan.values()) < SHARED_SLOT and len(set(plan.values())) <= SOLO_SLOTS + BUCKETS
     with pytest.raises(ValueError):
         plan_slots(sizes, slots=FIRST_SOLO_SLOT - 1)
 

@@ -14,23 +14,23 @@ The rule (documented in the README, "Layers"):
   ``<module>.py`` (it is compiled from it, for the prefix's Python);
 - a path a pip ``RECORD`` and conda lists both name goes to the pip distribution (pip ran
   after the conda part, so the bytes on disk are the wheel's); a path several conda lists or
-  several RECORDs name goes to the shared slot 00 (its bytes depend on all of them).
+  several RECORDs name goes to the shared slot (its bytes depend on all of them).
   rattler itself renames a conda-on-conda clobber to ``__clobbers__/<package>/<path>`` and
   lists the renamed path, so those have one owner like any other file;
 - ``UNOWNED_FILES`` (``conda-meta/history``, ``conda-meta/.lockdock-prefix``, rattler's
   ``CACHEDIR.TAG``, the PEP 668 ``lib/python3.*/EXTERNALLY-MANAGED``) and directories no
-  owned file lies under go to slot 00; any other file no owner claims is an error (exit 10);
+  owned file lies under go to the shared slot; any other file no owner claims is an error (exit 10);
 - an owner of at least ``SOLO_MIN_BYTES`` installed bytes gets a slot of its own (its layer's
   bytes depend on that package build only); the others share ``BUCKETS`` buckets, chosen by
   the sha256 of the owner's key (``conda:<name>`` / ``pip:<name>``, not its version), so a
-  relock that bumps one small package changes that package's bucket and slot 00 only;
+  relock that bumps one small package changes that package's bucket and the shared slot only;
 - when more owners reach the threshold than there are solo slots, the build fails (exit 10)
   naming the owners that do not fit and the threshold at which they would: merging a large
   package into a bucket silently would tie its bytes to its neighbours' versions, the very
   thing the split is for. The threshold is the flavor's ``solo-layer-mib`` (flavor.toml),
   passed to the builder as the build argument ``SOLO_LAYER_ARG``.
 
-Timestamps: a file gets its conda package's build timestamp; pip distributions, slot 00 and
+Timestamps: a file gets its conda package's build timestamp; pip distributions, the shared slot and
 every directory get ``STABLE_EPOCH``; each is clamped to the image's ``SOURCE_DATE_EPOCH``.
 None of them depends on the rest of the lock, the flavor, the date or the git commit.
 """
@@ -47,14 +47,21 @@ from dataclasses import dataclass, field
 from lockdock.errors import BuildError
 from lockdock.installer.prefix import CONDA_META, PREFIX_MARKER
 
-#: Layer slots of the final stage (images/<flavor>/Dockerfile copies /layers/00 .. 55).
+#: Layer slots of the final stage (images/<flavor>/Dockerfile copies /layers/00 .. 55), in
+#: layer order: what changes least comes first. A client (and ``docker load``) re-extracts
+#: every layer above the first one that changed (containerd keys an unpacked layer by its
+#: chain, i.e. by every layer below it), so the large solo layers come first, then the
+#: buckets, then the shared slot that every relock changes.
 SLOTS = 56
+#: Buckets for the owners below the threshold.
+BUCKETS = 16
+#: Solo slots 00 .. SOLO_SLOTS-1, buckets SOLO_SLOTS .. SLOTS-2, the shared slot last.
+SOLO_SLOTS = SLOTS - BUCKETS - 1
+FIRST_SOLO_SLOT = 0
+FIRST_BUCKET_SLOT = SOLO_SLOTS
 #: Slot of what no single package owns (UNOWNED_FILES, shared paths, empty directories) and
 #: of the split report.
-SHARED_SLOT = 0
-#: Buckets for the owners below the threshold: slots 1 .. BUCKETS.
-BUCKETS = 16
-FIRST_SOLO_SLOT = 1 + BUCKETS
+SHARED_SLOT = SLOTS - 1
 MIB = 1024 * 1024
 #: Installed size from which an owner gets a solo slot (32 MiB: in a torch image that is
 #: torch, python, numpy and the large native libraries; everything else is buckets).
@@ -62,7 +69,7 @@ SOLO_MIN_BYTES = 32 * MIB
 #: The builder stage's build argument for a flavor's own threshold in MiB (flavor.toml
 #: ``solo-layer-mib``; unset: ``SOLO_MIN_BYTES``). images/base/build/install-env reads it.
 SOLO_LAYER_ARG = "SOLO_LAYER_MIB"
-#: 2000-01-01T00:00:00Z: the time of pip distributions, slot 00 and every directory.
+#: 2000-01-01T00:00:00Z: the time of pip distributions, the shared slot and every directory.
 STABLE_EPOCH = 946684800
 #: Files the installer and the builder leave that no package lists (relative to the prefix;
 #: ``fnmatch`` patterns): conda's history, lockdock's own-prefix marker, the cache tag rattler
@@ -71,7 +78,7 @@ UNOWNED_FILES = (f"{CONDA_META}/history", f"{CONDA_META}/{PREFIX_MARKER}", "CACH
                  "lib/python3.*/EXTERNALLY-MANAGED")
 #: Where lockdock's own files lie in the image, relative to the root.
 SHARE_DIR = "usr/share/lockdock"
-#: The split report (in slot 00; the lock and the SBOM are the two layers after the slots).
+#: The split report (in the shared slot; the lock and the SBOM are the two layers after it).
 REPORT_PATH = f"{SHARE_DIR}/layers.json"
 
 _PYC = re.compile(r"^(?P<dir>(?:.*/)?)__pycache__/(?P<module>[^/.]+)\.[^/]*\.pyc$")
@@ -164,7 +171,7 @@ def _decide(claim: tuple[set[str], set[str]] | None) -> tuple[str | None, bool]:
 def bucket_of(key: str) -> int:
     """The bucket slot of an owner below the threshold: stable in its key alone."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()
-    return 1 + int.from_bytes(digest[:8], "big") % BUCKETS
+    return FIRST_BUCKET_SLOT + int.from_bytes(digest[:8], "big") % BUCKETS
 
 
 def plan_slots(
@@ -178,9 +185,9 @@ def plan_slots(
     More owners of ``solo_min_bytes`` or more than there are solo slots: BuildError (exit 10)
     naming those beyond the budget (the smallest of them) and the threshold that fits.
     """
-    solo_count = slots - FIRST_SOLO_SLOT
+    solo_count = slots - BUCKETS - 1
     if solo_count < 0:
-        raise ValueError(f"{slots} slots cannot hold slot 00 and {BUCKETS} buckets")
+        raise ValueError(f"{slots} slots cannot hold the shared slot and {BUCKETS} buckets")
     large = sorted((k for k, size in sizes.items() if size >= solo_min_bytes),
                    key=lambda k: (-sizes[k], k))  # fmt: skip
     if len(large) > solo_count:

@@ -15,7 +15,7 @@ and write each slot as ``<out>/NN/<prefix without the leading />/...``:
 - every entry gets its owner's time (``layer_plan.clamp``), every directory
   ``STABLE_EPOCH``: BuildKit's ``COPY --link`` keeps them, so a layer's bytes are a function
   of its packages' files alone;
-- the split report (``layer_plan.REPORT_PATH``, in slot 00) names each slot's packages and
+- the split report (``layer_plan.REPORT_PATH``, in the shared slot) names each slot's packages and
   sizes, for ``lockdock inspect``;
 - last, the slots are checked against the prefix: every file and symlink exactly once, same
   inode (or same bytes), mode and target; every directory present with its mode. Any
