@@ -9,12 +9,17 @@ pip torch CPU) on the debootstrap base image; needs root, the engine and its reg
 
 Every ratio is taken from figures measured in this one run; times are medians of N runs
 (default 3). The relock bumps ``hello`` 1.0 -> 1.1 (a small package: one bucket + the shared slot).
+A second relock bumps ``midsize`` 1.0 -> 1.1 (4 MiB of random base64 text, which gzip
+shrinks to about 3/4: a bucket of its own size) for the bytes pushed per installed byte of
+the changed layers when the package is not dwarfed by the lock and SBOM files.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import random
 import shutil
 import statistics
 import subprocess
@@ -49,6 +54,16 @@ from lockdock.workspace import Workspace
 NAME = "lockdock-bench/cpu"
 REGISTRY = "127.0.0.1:5000"
 HELLO_NEXT = FakePackage("hello", "1.1", build="0", files={"share/hello/version": "1.1\n"})
+
+
+def _midsize(version: str) -> FakePackage:
+    """4 MiB of random (seeded) base64 text: a package whose layer is its own bytes."""
+    rng = random.Random(version)
+    text = base64.b64encode(rng.randbytes(3 * 1024 * 1024)).decode("ascii")
+    return FakePackage("midsize", version, build="0", files={"share/midsize/data.txt": text})
+
+
+MIDSIZE = (_midsize("1.0"), _midsize("1.1"))
 
 
 def _cli(project: Path, *args: str) -> None:
@@ -142,20 +157,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lockdock-bench.") as tmp:
         served = Path(tmp) / "served"
         channel = build_demo_channel(served)
-        build_channel(channel, [HELLO_NEXT])
+        build_channel(channel, [HELLO_NEXT, *MIDSIZE])
         with ChannelServer(served) as server:
             mirror = mirror_option(f"{server.url}/{CHANNEL_NAME}")
             project = write_demo_project(Path(tmp) / "project", pip=pip,
-                                         conda=("hello 1.0.*", "tinylib"))
+                                         conda=("hello 1.0.*", "tinylib", "midsize 1.0.*"))
             old_env = (project / "environment.yml").read_text()
-            new_env = environment_yml(pip, ("hello 1.1.*", "tinylib"))
-            _cli(project, "lock", "cpu", *mirror)
-            _cli(project, "fetch", "cpu")
-            old_lock = (project / "conda-lock.yml").read_text()
-            (project / "environment.yml").write_text(new_env)
-            _cli(project, "lock", "cpu", *mirror)
-            _cli(project, "fetch", "cpu")
-            new_lock = (project / "conda-lock.yml").read_text()
+            new_env = environment_yml(pip, ("hello 1.1.*", "tinylib", "midsize 1.0.*"))
+            mid_env = environment_yml(pip, ("hello 1.0.*", "tinylib", "midsize 1.1.*"))
+            locks = []
+            for env_text in (old_env, new_env, mid_env):
+                (project / "environment.yml").write_text(env_text)
+                _cli(project, "lock", "cpu", *mirror)
+                _cli(project, "fetch", "cpu")
+                locks.append((project / "conda-lock.yml").read_text())
+            old_lock, new_lock, mid_lock = locks
 
         def use(lock_text: str, env_text: str) -> None:
             (project / "conda-lock.yml").write_text(lock_text)
@@ -198,6 +214,13 @@ def main() -> int:
                 s for d, s in manifest_layers(f"{remote}:new-{run}") if d not in old_layers)
             sizes["installed bytes of the changed slots"] = changed_installed_bytes(
                 old_ref, new_ref)
+            use(mid_lock, mid_env)
+            mid_ref = build().reference
+            push(mid_ref, f"{remote}:mid-{run}")
+            sizes["pushed after the midsize relock"] = sum(
+                s for d, s in manifest_layers(f"{remote}:mid-{run}") if d not in old_layers)
+            sizes["installed bytes of the changed slots (midsize)"] = changed_installed_bytes(
+                old_ref, mid_ref)
         use(old_lock, old_env)
         reference = build().reference
         sizes["environment on disk"] = int(_docker("run", "--rm", reference, "du", "-sb",
@@ -223,6 +246,8 @@ def main() -> int:
     print(f"relock rebuild / cold build: {med['rebuild after a one-package relock'] / cold:.2%}")
     print("bytes pushed after the relock / installed bytes of the changed slots: "
           f"{sizes['pushed after the relock'] / sizes['installed bytes of the changed slots']:.2f}")
+    print("bytes pushed after the midsize relock / installed bytes of the changed slots: "
+          f"{sizes['pushed after the midsize relock'] / sizes['installed bytes of the changed slots (midsize)']:.2f}")  # noqa: E501
     print(f"host install / decompression: {med['install on the host'] / decompression:.2f}")
     return 0
 
