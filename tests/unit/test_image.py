@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -113,6 +114,13 @@ def test_buildx_argv(tmp_path: Path) -> None:
     assert "SOURCE_DATE_EPOCH=1704067200" in argv and "BASE_IMAGE=base:1" in argv
     assert "--provenance=false" in argv and "rewrite-timestamp=true" in joined
     assert "io.lockdock.flavor=cpu" in argv and argv[-1] == str(tmp_path)
+    # another builder's image store is not the engine's: a tarball for docker load
+    assert build.loads_tarball and not build.rewrite_timestamps
+    local = dataclasses.replace(build, builder=None)
+    assert not local.loads_tarball  # the engine's own exporter, no tarball
+    assert plan.image_output("n", rewrite_timestamps=False, tarball=False) == (
+        "type=image,name=n,oci-mediatypes=true")
+    assert dataclasses.replace(local, flavor_layers=("RUN x",)).loads_tarball
 
 
 def test_only_a_flavor_that_adds_layers_pays_for_the_timestamp_rewrite() -> None:

@@ -89,7 +89,8 @@ def build(
     temporary = f"{plan.name}:building-{os.getpid()}-{os.urandom(4).hex()}"
     with tempfile.TemporaryDirectory(prefix="lockdock-build.") as tmp:
         metadata = Path(tmp) / "metadata.json"
-        output = image_output(temporary, rewrite_timestamps=plan.rewrite_timestamps)
+        output = image_output(temporary, rewrite_timestamps=plan.rewrite_timestamps,
+                              tarball=plan.loads_tarball)
         argv = buildx_argv(plan, output=with_compression(output, compression),
                            metadata_file=metadata, no_cache=no_cache)
         argv[-1:-1] = cache  # before the context path, buildx_argv's last element
@@ -99,7 +100,8 @@ def build(
                 f"{', …' if len(plan.flavor_layers) > 1 else ''}): BuildKit rewrites every "
                 "layer's timestamps to SOURCE_DATE_EPOCH (each layer recompressed once more)")
         try:
-            run_buildx(argv, f"The build of {plan.flavor} ({plan.platform})", load=True)
+            run_buildx(argv, f"The build of {plan.flavor} ({plan.platform})",
+                       load=plan.loads_tarball)
             digest = str(_read_metadata(metadata).get("containerimage.digest") or "")
             digest = digest or image_id(temporary)
             tag(temporary, plan.references)

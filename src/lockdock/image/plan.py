@@ -103,6 +103,14 @@ class BuildPlan:
     @property
     def rewrite_timestamps(self) -> bool:
         return bool(self.flavor_layers)
+
+    @property
+    def loads_tarball(self) -> bool:
+        """Whether the image reaches the engine as a tarball piped into ``docker load``: for
+        another builder (its image store is not the engine's) or a timestamp rewrite (the
+        engine's own exporter refuses it). Otherwise the engine's exporter writes the image
+        into its store directly, unpacking only the layers it lacks."""
+        return self.rewrite_timestamps or self.builder is not None
     #: The project's git commit: recorded (build record, images.lock.json), never labelled:
     #: it is no build input, and in the image config it would make one lock two digests.
     revision: str | None = None
@@ -211,13 +219,16 @@ def buildx_argv(
     argv.append(str(plan.project_root))
     return argv
 
-def image_output(name: str, *, rewrite_timestamps: bool) -> str:
-    """A docker-format tarball on stdout, for ``docker load``.
+def image_output(name: str, *, rewrite_timestamps: bool, tarball: bool = True) -> str:
+    """The ``--output`` that puts the image named ``name`` into the engine.
 
-    dockerd 26's own image exporter refuses ``rewrite-timestamp`` (it always unpacks), so
-    the image is exported as a tarball and loaded; the containerd image store keeps its
-    manifest digest. ``rewrite_timestamps``: ``BuildPlan.rewrite_timestamps``.
+    ``tarball``: a docker-format tarball on stdout, for ``docker load`` (dockerd 26's own
+    image exporter refuses ``rewrite-timestamp``: it always unpacks; the containerd image
+    store keeps the manifest digest). Otherwise the engine's exporter (``type=image``), which
+    gives the same manifest digest with no tarball. ``BuildPlan.loads_tarball`` decides.
     """
+    if not tarball:
+        return f"type=image,name={name},oci-mediatypes=true"
     rewrite = ",rewrite-timestamp=true" if rewrite_timestamps else ""
     return f"type=docker,name={name},dest=-,oci-mediatypes=true{rewrite}"
 
