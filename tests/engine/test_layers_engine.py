@@ -299,6 +299,19 @@ def test_another_checkout_at_another_time_builds_the_same_layers(
         _remove(name)
 
 
+def test_an_unreachable_cache_from_is_a_warning_not_a_failure(built: Built) -> None:
+    name = f"{NAME}-cachefrom"
+    try:
+        proc = lockdock(built.root, "build", "cpu", "--base-image", built.base_image,
+                        "--name", name, "--force",
+                        "--cache-from", "127.0.0.1:9/lockdock-nothing:cache")  # discard port
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "127.0.0.1:9/lockdock-nothing:cache" in proc.stderr  # BuildKit says it failed
+        assert docker("image", "ls", name, "--format", "{{.Tag}}").stdout.split(), "tagged"
+    finally:
+        _remove(name)
+
+
 def test_verify_repro_passes_on_the_split_image(built: Built) -> None:
     proc = ok(lockdock(built.root, "verify-repro", "cpu", "--base-image", built.base_image))
     assert "identical" in proc.stderr
