@@ -24,7 +24,7 @@ from lockdock.errors import EngineError, IntegrityError
 from lockdock.image import dockerfile, plan, repro
 from lockdock.image.stage import prepare_build
 from lockdock.installer.lockfile import read_lock
-from lockdock.installer.store import relative_path
+from lockdock.installer.store import inventory, relative_path
 from lockdock.spec import load_project
 from lockdock.tags import Tags
 from lockdock.testing.flavors import write_flavor
@@ -209,6 +209,49 @@ def test_a_flavors_solo_layer_mib_reaches_the_splitter_as_a_build_argument(
     assert f"ARG {SOLO_LAYER_ARG}\n" in (REPO / "images/base/stages.Dockerfile").read_text()
     install_env = (REPO / "images/base/build/install-env").read_text()
     assert f'${{{SOLO_LAYER_ARG}:+--solo-min-mib "${SOLO_LAYER_ARG}"}}' in install_env
+
+
+def test_a_locked_sdist_without_its_built_wheel_is_refused_before_staging(
+    tmp_path: Path,
+) -> None:
+    """The image's installer builds nothing: an sdist whose wheel `fetch` never built (or
+    whose wheel file is gone) is exit 7 at plan time, not a failure inside BuildKit."""
+    import hashlib as _hashlib
+
+    from lockdock.image.stage import unbuilt_sdists
+    from lockdock.installer.built import BuiltWheel
+
+    project = tmp_path / "proj"
+    write_flavor(project / "images", "cpu")
+    (project / "environment.yml").write_text("dependencies: []\n")
+    sdist = project / "pkgs" / "midiutil-1.2.1.tar.gz"
+    sdist.parent.mkdir(parents=True)
+    sdist.write_bytes(b"an sdist")
+    write_lock(project / "conda-lock.yml", [Entry(
+        sdist, "https://files.example/midiutil-1.2.1.tar.gz", "pip", "midiutil", "1.2.1")])
+    context = resolve_flavor(project, "cpu", "linux/amd64")
+    store = Workspace(project).store
+    (artifact,) = context.artifacts
+    stored = store / relative_path(artifact)
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"an sdist")
+    with pytest.raises(IntegrityError) as caught:
+        prepare_build(context, base_image="b:1")
+    assert "midiutil 1.2.1 (midiutil-1.2.1.tar.gz)" in str(caught.value)
+    assert "lockdock fetch cpu" in str(caught.value) and caught.value.exit_code == 7
+    assert not Workspace(project).build_dir.exists()  # nothing staged
+    # a record whose wheel file is gone is just as unbuilt; with the wheel it is not
+    wheel_bytes = b"a wheel"
+    built = BuiltWheel(artifact, "midiutil-1.2.1-py3-none-any.whl",
+                       _hashlib.sha256(wheel_bytes).hexdigest(), {})
+    record = store / "built" / f"{artifact.sha256}.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(built.to_json())
+    assert unbuilt_sdists(context.artifacts, store, inventory(store)) == [artifact]
+    wheel = store / relative_path(built.artifact)
+    wheel.parent.mkdir(parents=True)
+    wheel.write_bytes(wheel_bytes)
+    assert unbuilt_sdists(context.artifacts, store, inventory(store)) == []
 
 
 # --- engine checks (faults injected with a fake docker on PATH) ---------------------------

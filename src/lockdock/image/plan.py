@@ -139,10 +139,13 @@ def plan_build(
     builder: str | None = None,
     name: str | None = None,
     flavor_layers: Sequence[str] = (),
+    unbuilt: Sequence[LockedArtifact] = (),
 ) -> BuildPlan:
     """Everything one build needs, checked (store complete, a base image), as a value.
 
-    ``flavor_layers``: ``dockerfile.layer_instructions`` of the flavor's own Dockerfile."""
+    ``flavor_layers``: ``dockerfile.layer_instructions`` of the flavor's own Dockerfile.
+    ``unbuilt``: the lock's pip sdists for which the store holds no built wheel (the image's
+    installer builds nothing: without it the build would fail inside BuildKit)."""
     from lockdock.image.dockerfile import base_image_problem
 
     flavor, subdir = context.flavor, context.platform.subdir
@@ -153,6 +156,14 @@ def plan_build(
             f"Store {store} lacks {len(missing)} artifact(s) of {flavor.lock_path} for "
             f"{subdir}: {listing}. Run `lockdock fetch {flavor.name} --platform {subdir}` "
             "first; the build reads artifacts only from the store."
+        )
+    if unbuilt:
+        listing = ", ".join(f"{a.name} {a.version} ({a.filename})" for a in unbuilt)
+        raise IntegrityError(
+            f"Store {store} has no wheel built from {len(unbuilt)} pip source "
+            f"distribution(s) of {flavor.lock_path}: {listing}. Run `lockdock fetch "
+            f"{flavor.name} --platform {subdir}` first: it builds each sdist once, "
+            "reproducibly; the image's installer builds nothing."
         )
     problem = None if base_image else base_image_problem(base_default)
     if problem:

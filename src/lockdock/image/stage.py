@@ -56,6 +56,22 @@ def package_timestamps(store: Path, artifacts: Iterable[LockedArtifact]) -> list
         stamps.append(index.timestamp)
     return stamps
 
+def unbuilt_sdists(
+    artifacts: Sequence[LockedArtifact], store: Path, present: frozenset[str] | set[str]
+) -> list[LockedArtifact]:
+    """The locked sdists (present in the store) whose built wheel the store lacks: no record
+    of one, or a record whose wheel file is gone."""
+    from lockdock.installer.built import is_sdist, read_built
+
+    unbuilt = []
+    for artifact in artifacts:
+        if is_sdist(artifact) and relative_path(artifact) in present:
+            built = read_built(store, artifact)
+            if built is None or relative_path(built.artifact) not in present:
+                unbuilt.append(artifact)
+    return unbuilt
+
+
 def stage_store(store: Path, artifacts: Sequence[LockedArtifact], dest: Path) -> Path:
     """``dest``: exactly the artifacts' store entries, as hard links (copies across devices).
 
@@ -194,6 +210,7 @@ def prepare_build(
         git=git_facts(context.project.root), native=native_platform(),
         work=workspace.build_dir, base_image=base_image, base_default=base_default,
         builder=builder, name=name, flavor_layers=flavor_layers,
+        unbuilt=unbuilt_sdists(context.artifacts, store, present),
     )  # fmt: skip
     stage_inputs(plan, context, store)
     return plan
