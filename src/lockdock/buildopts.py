@@ -4,8 +4,12 @@ the build cache (``--cache-from`` / ``--cache-to``).
 Compression (``--compression``): BuildKit's exporter option ``compression=`` with an explicit
 ``compression-level=`` so the bytes do not change when BuildKit's default does. ``gzip`` (the
 default; every registry and runtime reads it) at level 6, ``zstd`` at level 3 (BuildKit's
-default level; containerd ≥ 1.5 and Docker ≥ 23 pull it). ``force-compression`` is not set:
-layers already in the chosen format (and the base image's) are kept, not recompressed.
+default level; containerd ≥ 1.5 and Docker ≥ 23 pull it). ``force-compression=true``: without
+it BuildKit reuses any blob its cache holds for a layer, in whatever format, so a gzip build
+after a zstd one gave the zstd image, and the digest of one lock depended on what had been
+built before (measured: gzip, zstd, gzip builds gave two digests for one input). With it, a
+layer blob already in the chosen format is reused and another is converted once (BuildKit
+keeps each format's blob), so the image is a function of the inputs and the compression.
 
 Cache (``--cache-from`` / ``--cache-to``, repeatable): a plain reference is BuildKit's
 registry cache (``type=registry,ref=REF``; exported with ``mode=max`` so the builder and
@@ -39,7 +43,7 @@ def compression_options(compression: str = DEFAULT_COMPRESSION) -> str:
         raise UsageError(
             f"--compression {compression!r}: choose one of {', '.join(COMPRESSION_LEVELS)}."
         )
-    return f"compression={compression},compression-level={level}"
+    return f"compression={compression},compression-level={level},force-compression=true"
 
 
 def with_compression(output: str, compression: str = DEFAULT_COMPRESSION) -> str:

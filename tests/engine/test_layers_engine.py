@@ -299,6 +299,21 @@ def test_another_checkout_at_another_time_builds_the_same_layers(
         _remove(name)
 
 
+def test_the_image_depends_on_the_compression_not_on_what_the_cache_held(built: Built) -> None:
+    """A gzip build after a zstd build of the same lock is the gzip image again (BuildKit
+    reused the cache's zstd blobs before lockdock set force-compression)."""
+    gzip_digest = ok(docker("image", "inspect", "--format", "{{.Id}}", built.new.tag)).stdout
+    name = f"{NAME}-compression"
+    common = ("build", "cpu", "--base-image", built.base_image, "--name", name, "--force")
+    try:
+        zstd = ok(lockdock(built.root, *common, "--compression", "zstd"))
+        again = ok(lockdock(built.root, *common))
+    finally:
+        _remove(name)
+    assert zstd.stdout.split()[-1] != gzip_digest.strip()
+    assert again.stdout.split()[-1] == gzip_digest.strip()
+
+
 def test_an_unreachable_cache_from_is_a_warning_not_a_failure(built: Built) -> None:
     name = f"{NAME}-cachefrom"
     try:
