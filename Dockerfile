@@ -31,10 +31,12 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 USER root
 # One RUN and no COPY: the files of images/base are installed from a bind mount (so they
 # carry no checkout's times), stray condarc files are emptied rather than deleted (a deletion
-# is a whiteout entry stamped with the build's time), and at the end every path this RUN
-# created or changed gets SOURCE_DATE_EPOCH. The layer's bytes then depend on its inputs
-# only, and lockdock does not need BuildKit's timestamp rewrite for this stage (README,
-# "Reproducible"). useradd stamps /etc/shadow with SOURCE_DATE_EPOCH too (shadow >= 4.8).
+# is a whiteout entry stamped with the build's time). At the end, every path this RUN created
+# or changed (its ctime is newer than the start, whatever mtime it was given: useradd copies
+# /etc/skel and its backups with their old times) and each folder above it is clamped to
+# SOURCE_DATE_EPOCH, as BuildKit's rewrite-timestamp would clamp them. The layer's bytes then
+# depend on its inputs only, and are the same whether or not a flavor turns the rewrite on
+# (README, "Reproducible"). useradd stamps /etc/shadow with SOURCE_DATE_EPOCH (shadow >= 4.8).
 RUN --network=none \
     --mount=type=bind,source=images/base/rootfs,target=/tmp/lockdock-rootfs \
     --mount=type=bind,source=images/base/condarc,target=/tmp/lockdock-condarc \
@@ -50,9 +52,18 @@ RUN --network=none \
     useradd --uid 1000 --user-group --create-home --no-log-init --shell /bin/bash lockdock; \
     printf '\n# lockdock: activate the locked environment\n. /usr/local/lib/lockdock/activate.sh\n' \
         >> /etc/bash.bashrc; \
+    set +x; epoch="${SOURCE_DATE_EPOCH:-0}"; \
     find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path '/tmp/lockdock-*' \
         -o -path /etc/hosts -o -path /etc/hostname -o -path /etc/resolv.conf \) -prune \
-        -o -newermt "@${started}" -exec touch --no-dereference --date="@${SOURCE_DATE_EPOCH:-0}" {} +
+        -o -newerct "@${started}" -print0 \
+    | while IFS= read -r -d '' path; do \
+        while [ -n "$path" ]; do \
+            if [ "$(stat -c %Y "$path")" -gt "$epoch" ]; then \
+                touch --no-dereference --date="@${epoch}" "$path" || exit 1; \
+            fi; \
+            path="${path%/*}"; \
+        done; \
+    done
 ENV LOCKDOCK_PREFIX=/opt/conda/envs/lockdock \
     CONDA_PREFIX=/opt/conda/envs/lockdock \
     CONDA_DEFAULT_ENV=lockdock \

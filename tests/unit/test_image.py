@@ -147,7 +147,8 @@ def test_the_shipped_stages_stamp_their_files_instead_of_copying_context_times()
     stage = base[base.index(" AS lockdock-base"):]
     assert not [line for line in dockerfile.layer_instructions(stage)
                 if line.upper().startswith(("COPY", "ADD"))]  # fmt: skip
-    assert 'touch --no-dereference --date="@${SOURCE_DATE_EPOCH:-0}"' in stage
+    assert 'epoch="${SOURCE_DATE_EPOCH:-0}"' in stage and '-newerct "@${started}"' in stage
+    assert 'touch --no-dereference --date="@${epoch}" "$path"' in stage
     stages = (REPO / "images/base/stages.Dockerfile").read_text()
     environment = stages[stages.index(" AS environment"):]
     copies = dockerfile.layer_instructions(environment)
