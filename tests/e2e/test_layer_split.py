@@ -189,7 +189,7 @@ def test_times_are_each_packages_own_clamped_to_source_date_epoch(
     assert int(hello.lstat().st_mtime) == STABLE_EPOCH - 10
 
 
-def test_one_package_relock_changes_its_bucket_and_slot_00_only(
+def test_one_package_relock_changes_its_bucket_and_the_shared_slot_only(
     locks: Locks, tmp_path: Path
 ) -> None:
     prefix, store = tmp_path / "root/env", tmp_path / "store"

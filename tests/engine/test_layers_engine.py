@@ -156,7 +156,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator
                 _remove(f"{REGISTRY}/{NAME}-{flavor}")
 
 
-def test_one_package_relock_changes_only_its_bucket_and_slot_00(built: Built) -> None:
+def test_one_package_relock_changes_only_its_bucket_and_the_shared_slot(built: Built) -> None:
     old, new = built.old.slot_layers(), built.new.slot_layers()
     changed = {slot for slot in old if old[slot] != new[slot]}
     hello = slot_dir(bucket_of("conda:hello"))
