@@ -135,6 +135,14 @@ def changed_installed_bytes(old: str, new: str) -> int:
                if s["packages"] != before[s["slot"]]["packages"])
 
 
+def update_bytes(old: str, old_layers: set[str], new: str, remote: str) -> tuple[int, int]:
+    """(bytes a registry holding ``old`` receives when ``new`` is pushed as ``remote``,
+    installed bytes of the slots whose packages differ)."""
+    push(new, remote)
+    pushed = sum(size for digest, size in manifest_layers(remote) if digest not in old_layers)
+    return pushed, changed_installed_bytes(old, new)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -213,18 +221,13 @@ def main() -> int:
             remote = f"{REGISTRY}/{NAME}-relock"
             push(old_ref, f"{remote}:old-{run}")
             old_layers = {d for d, _ in manifest_layers(f"{remote}:old-{run}")}
-            push(new_ref, f"{remote}:new-{run}")
-            sizes["pushed after the relock"] = sum(
-                s for d, s in manifest_layers(f"{remote}:new-{run}") if d not in old_layers)
-            sizes["installed bytes of the changed slots"] = changed_installed_bytes(
-                old_ref, new_ref)
+            (sizes["pushed after the relock"],
+             sizes["installed bytes of the changed slots"]) = update_bytes(
+                old_ref, old_layers, new_ref, f"{remote}:new-{run}")
             use(mid_lock, mid_env)
-            mid_ref = build().reference
-            push(mid_ref, f"{remote}:mid-{run}")
-            sizes["pushed after the midsize relock"] = sum(
-                s for d, s in manifest_layers(f"{remote}:mid-{run}") if d not in old_layers)
-            sizes["installed bytes of the changed slots (midsize)"] = changed_installed_bytes(
-                old_ref, mid_ref)
+            (sizes["pushed after the midsize relock"],
+             sizes["installed bytes of the changed slots (midsize)"]) = update_bytes(
+                old_ref, old_layers, build().reference, f"{remote}:mid-{run}")
             # Other compressions last: their blobs in the cache would be converted back for
             # the builds above, and a converted blob need not be the original's bytes.
             use(old_lock, old_env)

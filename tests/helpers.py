@@ -67,6 +67,17 @@ def docker(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
                           timeout=timeout)
 
 
+def tags_of(name: str) -> list[str]:
+    """Every ``repository:tag`` the engine has for the repository ``name``."""
+    proc = docker("image", "ls", name, "--format", "{{.Repository}}:{{.Tag}}")
+    return [line for line in proc.stdout.split() if line]
+
+
+def remove_tags(name: str) -> None:
+    for tag in tags_of(name):
+        docker("image", "rm", tag)
+
+
 def installer_for_image(root: Path, dest: Path) -> Path:
     """The installer a build of ``root`` staged (its modules + PyYAML for the image's CPython
     3.11), copied to ``dest`` readable by uid 1000: mount it to run ``verify_prefix`` inside

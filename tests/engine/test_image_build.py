@@ -25,7 +25,7 @@ import pytest
 from lockdock.testing.demo import demo_environment, mirror_option, write_demo_project
 from lockdock.workspace import Workspace
 from tests.fixtures.images import DEMO_IMAGE_NAME, DemoImage, clone_project
-from tests.helpers import docker, installer_for_image
+from tests.helpers import docker, installer_for_image, remove_tags, tags_of
 from tests.helpers import lockdock_process as lockdock
 from tests.helpers import succeeded as ok
 
@@ -56,16 +56,6 @@ def inspect(reference: str) -> dict[str, object]:
     return dict(json.loads(proc.stdout)[0])
 
 
-def tags_of(name: str) -> list[str]:
-    proc = docker("image", "ls", name, "--format", "{{.Repository}}:{{.Tag}}")
-    return [line for line in proc.stdout.split() if line]
-
-
-def _remove_tags(name: str) -> None:
-    for tag in tags_of(name):
-        docker("image", "rm", tag)
-
-
 def _locked_and_fetched(root: Path, channel: str) -> None:
     ok(lockdock(root, "lock", "cpu", *mirror_option(channel)))
     ok(lockdock(root, "fetch", "cpu"))
@@ -89,7 +79,7 @@ def small_project(
     root = write_demo_project(tmp_path_factory.mktemp("e2e") / "small", pip=())
     _locked_and_fetched(root, demo_channel)
     yield root
-    _remove_tags(SMALL_NAME)
+    remove_tags(SMALL_NAME)
 
 
 # --- the torch image -------------------------------------------------------------------
@@ -187,7 +177,7 @@ def test_non_environment_change_reuses_the_environment_layer(
         assert rebuilt is not None
         after = inspect(rebuilt.reference)["RootFS"]["Layers"]  # type: ignore[index]
     finally:
-        _remove_tags(changed)
+        remove_tags(changed)
     assert len(after) == len(before) + 1
     # Base, environment slots, lock and SBOM: same digests, although this build rewrote the
     # layers' timestamps (its flavor adds a layer) and the first did not.
@@ -271,4 +261,4 @@ def test_cuda_image_carries_a_cuda_torch(
         print(f"cuda image {reference}: {attrs['Size']} bytes; build log tail: "
               f"{proc.stderr.splitlines()[-1]}")
     finally:
-        _remove_tags(name)
+        remove_tags(name)

@@ -45,7 +45,7 @@ from lockdock.testing.demo import (
 )
 from lockdock.testing.flavors import write_flavor
 from lockdock.workspace import Workspace
-from tests.helpers import docker, installer_for_image
+from tests.helpers import docker, installer_for_image, remove_tags, tags_of
 from tests.helpers import lockdock_process as lockdock
 from tests.helpers import succeeded as ok
 
@@ -106,12 +106,6 @@ class Built:
     crowded: subprocess.CompletedProcess[str]  # `lockdock build crowded`: over the budget
 
 
-def _remove(name: str) -> None:
-    listed = docker("image", "ls", name, "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-    for reference in listed:
-        docker("image", "rm", reference)
-
-
 def _build(root: Path, flavor: str, base: str) -> str:
     ok(lockdock(root, "fetch", flavor))
     ok(lockdock(root, "build", flavor, "--base-image", base, "--name", f"{NAME}-{flavor}"))
@@ -152,8 +146,8 @@ def built(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator
             yield Built(root, old, new, second, base_image, crowded)
         finally:
             for flavor in ("cpu", "second", "crowded"):
-                _remove(f"{NAME}-{flavor}")
-                _remove(f"{REGISTRY}/{NAME}-{flavor}")
+                remove_tags(f"{NAME}-{flavor}")
+                remove_tags(f"{REGISTRY}/{NAME}-{flavor}")
 
 
 def test_one_package_relock_changes_only_its_bucket_and_the_shared_slot(built: Built) -> None:
@@ -188,8 +182,7 @@ def test_more_packages_than_solo_slots_fail_the_build_with_exit_10_and_no_tag(
     assert proc.returncode == 10, proc.stderr[-3000:]
     assert "Layer budget exceeded" in proc.stderr and "solo-layer-mib = 1" in proc.stderr
     assert re.search(r"conda:crowd\d\d \(0\.0 MiB\)", proc.stderr), proc.stderr[-3000:]
-    listed = docker("image", "ls", f"{NAME}-crowded", "--format", "{{.Tag}}").stdout.split()
-    assert listed == []  # neither the content-addressed tag nor the temporary one
+    assert tags_of(f"{NAME}-crowded") == []  # neither the content-addressed nor a temporary
     assert not (Workspace(built.root).builds_dir / "crowded").exists()
 
 
@@ -296,7 +289,7 @@ def test_another_checkout_at_another_time_builds_the_same_layers(
                              no_cache=True)  # every step run anew, at another time
         assert image(result.reference).layers == built.new.layers
     finally:
-        _remove(name)
+        remove_tags(name)
 
 
 def test_the_image_depends_on_the_compression_not_on_what_the_cache_held(built: Built) -> None:
@@ -309,7 +302,7 @@ def test_the_image_depends_on_the_compression_not_on_what_the_cache_held(built: 
         zstd = ok(lockdock(built.root, *common, "--compression", "zstd"))
         again = ok(lockdock(built.root, *common))
     finally:
-        _remove(name)
+        remove_tags(name)
     assert zstd.stdout.split()[-1] != gzip_digest.strip()
     assert again.stdout.split()[-1] == gzip_digest.strip()
 
@@ -322,9 +315,9 @@ def test_an_unreachable_cache_from_is_a_warning_not_a_failure(built: Built) -> N
                         "--cache-from", "127.0.0.1:9/lockdock-nothing:cache")  # discard port
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "127.0.0.1:9/lockdock-nothing:cache" in proc.stderr  # BuildKit says it failed
-        assert docker("image", "ls", name, "--format", "{{.Tag}}").stdout.split(), "tagged"
+        assert tags_of(name), "the image was built and tagged"
     finally:
-        _remove(name)
+        remove_tags(name)
 
 
 def test_verify_repro_passes_on_the_split_image(built: Built) -> None:

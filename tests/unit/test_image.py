@@ -219,8 +219,7 @@ def test_a_locked_sdist_without_its_built_wheel_is_refused_before_staging(
     whose wheel file is gone) is exit 7 at plan time, not a failure inside BuildKit."""
     import hashlib as _hashlib
 
-    from lockdock.image.stage import unbuilt_sdists
-    from lockdock.installer.built import BuiltWheel
+    from lockdock.installer.built import BuiltWheel, unbuilt_sdists
 
     project = tmp_path / "proj"
     write_flavor(project / "images", "cpu")

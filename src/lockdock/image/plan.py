@@ -125,6 +125,10 @@ class BuildPlan:
         return self.references[0]
 
 
+def _listing(artifacts: Sequence[LockedArtifact]) -> str:
+    return ", ".join(f"{a.name} {a.version} ({a.filename})" for a in artifacts)
+
+
 def plan_build(
     context: FlavorContext,
     *,
@@ -151,14 +155,14 @@ def plan_build(
     flavor, subdir = context.flavor, context.platform.subdir
     missing = missing_from_store(context.artifacts, present)
     if missing:
-        listing = ", ".join(f"{a.name} {a.version} ({a.filename})" for a in missing)
+        listing = _listing(missing)
         raise IntegrityError(
             f"Store {store} lacks {len(missing)} artifact(s) of {flavor.lock_path} for "
             f"{subdir}: {listing}. Run `lockdock fetch {flavor.name} --platform {subdir}` "
             "first; the build reads artifacts only from the store."
         )
     if unbuilt:
-        listing = ", ".join(f"{a.name} {a.version} ({a.filename})" for a in unbuilt)
+        listing = _listing(unbuilt)
         raise IntegrityError(
             f"Store {store} has no wheel built from {len(unbuilt)} pip source "
             f"distribution(s) of {flavor.lock_path}: {listing}. Run `lockdock fetch "
@@ -240,10 +244,12 @@ def image_output(name: str, *, rewrite_timestamps: bool, tarball: bool = True) -
     """
     if not tarball:
         return f"type=image,name={name},oci-mediatypes=true"
-    rewrite = ",rewrite-timestamp=true" if rewrite_timestamps else ""
-    return f"type=docker,name={name},dest=-,oci-mediatypes=true{rewrite}"
+    return f"type=docker,name={name},dest=-,oci-mediatypes=true{_rewrite(rewrite_timestamps)}"
 
 
 def oci_output(dest: Path, *, rewrite_timestamps: bool) -> str:
-    rewrite = ",rewrite-timestamp=true" if rewrite_timestamps else ""
-    return f"type=oci,dest={dest},tar=false{rewrite}"
+    return f"type=oci,dest={dest},tar=false{_rewrite(rewrite_timestamps)}"
+
+
+def _rewrite(rewrite_timestamps: bool) -> str:
+    return ",rewrite-timestamp=true" if rewrite_timestamps else ""

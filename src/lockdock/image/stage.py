@@ -27,6 +27,7 @@ from lockdock.image.dockerfile import (
     write_rendered_dockerfile,
 )
 from lockdock.image.plan import BuildPlan, plan_build
+from lockdock.installer.built import unbuilt_sdists
 from lockdock.installer.lockfile import LockedArtifact
 from lockdock.installer.store import inventory, relative_path
 from lockdock.spec import Project
@@ -55,22 +56,6 @@ def package_timestamps(store: Path, artifacts: Iterable[LockedArtifact]) -> list
         index = IndexJson.from_package_archive(store / relative_path(artifact))
         stamps.append(index.timestamp)
     return stamps
-
-def unbuilt_sdists(
-    artifacts: Sequence[LockedArtifact], store: Path, present: frozenset[str] | set[str]
-) -> list[LockedArtifact]:
-    """The locked sdists (present in the store) whose built wheel the store lacks: no record
-    of one, or a record whose wheel file is gone."""
-    from lockdock.installer.built import is_sdist, read_built
-
-    unbuilt = []
-    for artifact in artifacts:
-        if is_sdist(artifact) and relative_path(artifact) in present:
-            built = read_built(store, artifact)
-            if built is None or relative_path(built.artifact) not in present:
-                unbuilt.append(artifact)
-    return unbuilt
-
 
 def stage_store(store: Path, artifacts: Sequence[LockedArtifact], dest: Path) -> Path:
     """``dest``: exactly the artifacts' store entries, as hard links (copies across devices).

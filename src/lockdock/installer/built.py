@@ -129,3 +129,19 @@ def store_entries(artifacts: Iterable[LockedArtifact], store: Path) -> set[str]:
             wanted.add(relative_path(built.artifact))
             wanted.add(f"{BUILT_DIR}/{(artifact.sha256 or '').lower()}.json")
     return wanted
+
+
+def unbuilt_sdists(
+    artifacts: Iterable[LockedArtifact], store: Path, present: frozenset[str] | set[str]
+) -> list[LockedArtifact]:
+    """The locked sdists the store holds (``present``: its inventory) but not the wheel built
+    from them: no record of one, or a record whose wheel file is gone."""
+    from lockdock.installer.store import relative_path
+
+    unbuilt = []
+    for artifact in artifacts:
+        if is_sdist(artifact) and relative_path(artifact) in present:
+            built = read_built(store, artifact)
+            if built is None or relative_path(built.artifact) not in present:
+                unbuilt.append(artifact)
+    return unbuilt
