@@ -69,7 +69,15 @@ def tree_size(root: Path) -> int:
     return sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+def unshadow_pypi_build() -> None:
+    """Run as a script, this folder is ``sys.path[0]``: its ``build.py`` would shadow PyPI's
+    ``build``, which conda-lock imports (``write_lock``) -- an ImportError at the first lock."""
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+
+
 def main() -> int:
+    unshadow_pypi_build()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: tmp)")

@@ -1,14 +1,14 @@
-"""The pip part of an install: the new prefix's own interpreter installs the locked wheels
-(``pip install --no-deps --no-index --require-hashes`` from a ``--find-links`` folder of the
-store's files), with no cache, no config and ``SOURCE_DATE_EPOCH`` set, so its checked-hash
-``.pyc`` files depend on the source only. Part of the installer: standard library only.
+"""The pip part of an install: the locked wheels (hash-checked in the store) into the new
+prefix by ``lockdock.installer.wheel_install`` (pip's layout, extracted and byte-compiled in
+parallel with the prefix's own interpreter, checked-hash ``.pyc`` files that depend on the
+source only); distributions the lock no longer names are removed with the prefix's pip.
+Part of the installer: standard library only.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from lockdock.errors import InstallError
 from lockdock.installer.lockfile import LockedArtifact
 from lockdock.installer.prefix import canonical_pip_name, pip_versions_match, read_prefix
 from lockdock.installer.store import artifact_path
+from lockdock.installer.wheel_install import install_wheels
 from lockdock.progress import say
 
 DEFAULT_SOURCE_DATE_EPOCH = "0"
@@ -65,7 +66,7 @@ def install_pip(pip_artifacts: Sequence[LockedArtifact], prefix: Path, store: Pa
     if python is None:
         raise InstallError(
             f"The lock pins {len(pip_artifacts)} pip package(s) but its conda part put no "
-            f"Python interpreter into {prefix} (no bin/python): lock `python` and `pip`."
+            f"Python interpreter into {prefix} (no bin/python): lock `python`."
         )
     installed = read_prefix(prefix).pip
     locked = {canonical_pip_name(a.name): a for a in pip_artifacts}
@@ -82,33 +83,5 @@ def install_pip(pip_artifacts: Sequence[LockedArtifact], prefix: Path, store: Pa
     wanted = [a for name, a in sorted(locked.items()) if name in stale or name not in installed]
     if not wanted:
         return
-    with tempfile.TemporaryDirectory(prefix="lockdock-wheels.") as tmp:
-        links = Path(tmp) / "wheels"
-        links.mkdir()
-        lines = []
-        for artifact in wanted:
-            (links / artifact.filename).symlink_to(artifact_path(store, artifact).resolve())
-            lines.append(f"{artifact.name}=={artifact.version} --hash=sha256:{artifact.sha256}")
-        requirements = Path(tmp) / "requirements.txt"
-        requirements.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        _run_python(
-            python,
-            [
-                "-m",
-                "pip",
-                "install",
-                "--no-deps",
-                "--no-index",
-                "--require-hashes",
-                "--only-binary=:all:",
-                "--no-cache-dir",
-                "--no-warn-script-location",
-                "--disable-pip-version-check",
-                "--root-user-action=ignore",
-                "--find-links",
-                str(links),
-                "-r",
-                str(requirements),
-            ],
-            f"pip install of {len(wanted)} wheel(s) into {prefix}",
-        )
+    say(f"installing {len(wanted)} wheel(s): extracting and byte-compiling in parallel")
+    install_wheels([artifact_path(store, a) for a in wanted], prefix, python, interpreter_env())

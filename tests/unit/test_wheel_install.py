@@ -1,0 +1,133 @@
+"""lockdock.installer.wheel_install: a wheel's files, scripts, pycs and RECORD in a prefix,
+with this interpreter standing in for the prefix's (same cache tag)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from lockdock.errors import IntegrityError
+from lockdock.installer.pip_install import interpreter_env
+from lockdock.installer.wheel_install import INSTALLER_NAME, MAX_SHEBANG, install_wheels, shebang
+from lockdock.testing.installs import make_wheel
+
+VERSION = f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _prefix(tmp_path: Path) -> tuple[Path, Path, Path]:
+    prefix = tmp_path / "env"
+    site = prefix / "lib" / VERSION / "site-packages"
+    site.mkdir(parents=True)
+    (prefix / "bin").mkdir()
+    python = prefix / "bin" / "python"
+    python.symlink_to(sys.executable)
+    return prefix, site, python
+
+
+def _record(site: Path, dist_info: str) -> dict[str, tuple[str, str]]:
+    with open(site / dist_info / "RECORD", newline="", encoding="utf-8") as handle:
+        return {row[0]: (row[1], row[2]) for row in csv.reader(handle)}
+
+
+def _sha(path: Path) -> str:
+    digest = hashlib.sha256(path.read_bytes()).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def test_files_scripts_pycs_and_record_are_where_pip_puts_them(tmp_path: Path) -> None:
+    prefix, site, python = _prefix(tmp_path)
+    wheel = make_wheel(
+        tmp_path / "wheels", "demo-pkg", "1.0",
+        {
+            "demo/__init__.py": "def main():\n    print('demo says hi')\n",
+            "demo/broken.py": "def (:\n",  # does not compile: installed, no pyc (as pip)
+            "demo_pkg-1.0.data/scripts/raw-tool": "#!python\nimport demo\ndemo.main()\n",
+            "demo_pkg-1.0.data/data/share/demo/readme.txt": "shared\n",
+            "demo_pkg-1.0.data/headers/demo.h": "int demo;\n",
+        },
+        console_scripts={"demo-cli": "demo:main"},
+    )  # fmt: skip
+    install_wheels([wheel], prefix, python, interpreter_env(), jobs=2)
+
+    assert (site / "demo/__init__.py").is_file()
+    assert (prefix / "share/demo/readme.txt").read_text() == "shared\n"
+    assert (prefix / "include" / VERSION / "demo_pkg" / "demo.h").is_file()
+    for script in ("raw-tool", "demo-cli"):
+        path = prefix / "bin" / script
+        assert path.read_bytes().startswith(f"#!{python}\n".encode())
+        assert os.stat(path).st_mode & 0o777 == 0o755
+        env = {**os.environ, "PYTHONPATH": str(site)}  # the stand-in's own sys.prefix is not ours
+        run = subprocess.run([str(path)], capture_output=True, text=True, env=env, check=False)
+        assert run.stdout.strip() == "demo says hi", run.stderr
+    assert os.stat(site / "demo/__init__.py").st_mode & 0o777 == 0o644
+
+    pycs = sorted((site / "demo/__pycache__").glob("*.pyc"))
+    assert [p.name.split(".")[0] for p in pycs] == ["__init__"]
+    assert int.from_bytes(pycs[0].read_bytes()[4:8], "little") == 3  # checked-hash
+
+    dist_info = "demo_pkg-1.0.dist-info"
+    assert (site / dist_info / "INSTALLER").read_text() == INSTALLER_NAME
+    record = _record(site, dist_info)
+    rows = list(record)
+    assert rows[-1] == f"{dist_info}/RECORD" and rows[:-1] == sorted(rows[:-1])
+    installed = {
+        os.path.relpath(p, site) for p in prefix.rglob("*")
+        if p.is_file() and p.name != "python"
+    }  # fmt: skip
+    assert installed == set(record)  # every file written is listed, nothing else is
+    for rel, (digest, size) in record.items():
+        if rel.endswith("/RECORD"):
+            assert digest == size == ""
+            continue
+        path = site / rel
+        assert (digest, size) == (_sha(path), str(path.stat().st_size)), rel
+
+
+def test_a_member_outside_its_folder_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    prefix, site, python = _prefix(tmp_path)
+    good = make_wheel(tmp_path / "wheels", "good", "1.0", {"good.py": "X = 1\n"})
+    evil = make_wheel(
+        tmp_path / "wheels", "evil", "1.0", {"evil-1.0.data/data/../../escape.txt": "x"}
+    )
+    with pytest.raises(IntegrityError, match=r"evil-1\.0-py3-none-any\.whl.*outside"):
+        install_wheels([good, evil], prefix, python, interpreter_env(), jobs=2)
+    assert not list(site.iterdir()) and not (tmp_path / "escape.txt").exists()
+
+
+def test_a_wheel_without_one_dist_info_is_refused(tmp_path: Path) -> None:
+    prefix, _site, python = _prefix(tmp_path)
+    wheel = tmp_path / "bare-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("bare.py", "X = 1\n")
+    with pytest.raises(IntegrityError, match=r"bare-1\.0-py3-none-any\.whl.*0 \.dist-info"):
+        install_wheels([wheel], prefix, python, interpreter_env())
+
+
+def test_a_file_hard_linked_elsewhere_is_replaced_not_written_through(tmp_path: Path) -> None:
+    prefix, site, python = _prefix(tmp_path)
+    cached = tmp_path / "rattler-cache-copy.py"
+    cached.write_text("WHO = 'conda'\n")
+    os.link(cached, site / "shared_mod.py")
+    wheel = make_wheel(tmp_path / "wheels", "over", "1.0", {"shared_mod.py": "WHO = 'pip'\n"})
+    install_wheels([wheel], prefix, python, interpreter_env())
+    assert (site / "shared_mod.py").read_text() == "WHO = 'pip'\n"
+    assert cached.read_text() == "WHO = 'conda'\n"
+
+
+def test_a_long_interpreter_path_gets_the_sh_trampoline() -> None:
+    long_python = Path("/" + "p" * MAX_SHEBANG) / "bin/python"
+    line = shebang(long_python).decode()
+    assert line.startswith("#!/bin/sh\n") and f'"{long_python}"' in line
+    assert shebang(Path("/opt/conda/envs/lockdock/bin/python")) == (
+        b"#!/opt/conda/envs/lockdock/bin/python\n"
+    )
