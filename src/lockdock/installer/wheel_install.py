@@ -34,8 +34,10 @@ import os
 import posixpath
 import re
 import subprocess
+import tempfile
+import threading
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,9 @@ from lockdock.errors import InstallError, IntegrityError
 
 INSTALLER_NAME = "lockdock\n"
 EXECUTABLE_BITS = 0o111
+#: Members at least this large are extracted by a thread alone; smaller ones in batches.
+BIG_MEMBER = 1 << 20
+BATCH_FILES = 256
 #: The longest ``#!`` line Linux executes; longer ones get pip's ``/bin/sh`` trampoline.
 MAX_SHEBANG = 127
 SCRIPT_TEMPLATE = """\
@@ -58,7 +63,8 @@ if __name__ == '__main__':
 #: Runs in the prefix's interpreter: compile each path read from stdin (checked-hash), print
 #: each pyc written. A file that does not compile (a Python 2 leftover) gets no pyc, as pip.
 COMPILE_WORKER = """\
-import concurrent.futures, importlib.util, multiprocessing, py_compile, sys
+import concurrent.futures, importlib.util, multiprocessing, py_compile, sys, warnings
+warnings.simplefilter("ignore")  # SyntaxWarnings of packages' sources: pip shows none either
 def one(path):
     try:
         py_compile.compile(path, doraise=True,
@@ -126,6 +132,7 @@ class WheelPlan:
     project: str
     placements: tuple[Placement, ...]
     record_rows: dict[str, tuple[str, str]]  # member -> (hash, size) from the wheel's RECORD
+    sizes: dict[str, int]  # member -> uncompressed size
     entry_points: dict[str, str]  # script name -> "module:attr"
 
 
@@ -192,7 +199,8 @@ def plan_wheel(wheel: Path, scheme: Scheme) -> WheelPlan:
     for row in csv.reader(io.StringIO(record_text)):
         if len(row) >= 3 and row[1]:
             rows[row[0]] = (row[1], row[2])
-    return WheelPlan(wheel, dist_info, project, tuple(placements), rows,
+    sizes = {i.filename: i.file_size for i in infos}
+    return WheelPlan(wheel, dist_info, project, tuple(placements), rows, sizes,
                      _console_scripts(entry_text, wheel))  # fmt: skip
 
 
@@ -249,55 +257,108 @@ def _write(path: Path, data: bytes, executable: bool) -> None:
     os.chmod(path, 0o755 if executable else 0o644)
 
 
+_handles = threading.local()
+
+
+def _archive(wheel: Path) -> zipfile.ZipFile:
+    """This thread's own handle on ``wheel`` (a ZipFile is not safe to share)."""
+    cache: dict[Path, zipfile.ZipFile] = _handles.__dict__.setdefault("open", {})
+    if wheel not in cache:
+        cache[wheel] = zipfile.ZipFile(wheel)
+    return cache[wheel]
+
+
 def _extract(plan: WheelPlan, placements: Sequence[Placement], python: Path) -> None:
-    with zipfile.ZipFile(plan.wheel) as archive:
-        for placement in placements:
-            with archive.open(placement.member) as source:
-                data = source.read()
-            if placement.rewrite_shebang:
-                data = shebang(python) + data.split(b"\n", 1)[1]
-            _write(placement.dest, data, placement.executable)
+    archive = _archive(plan.wheel)
+    for placement in placements:
+        with archive.open(placement.member) as source:
+            data = source.read()
+        if placement.rewrite_shebang:
+            data = shebang(python) + data.split(b"\n", 1)[1]
+        _write(placement.dest, data, placement.executable)
 
 
-def _chunks(items: Sequence[Placement], count: int) -> list[list[Placement]]:
-    return [list(items[i::count]) for i in range(count) if items[i::count]]
+Task = tuple[WheelPlan, list[Placement]]
 
 
-def extract_wheels(plans: Sequence[WheelPlan], python: Path, jobs: int) -> None:
-    """Every wheel's files in place: folders first, then members spread over ``jobs`` threads
-    (each with its own handle on the archive)."""
-    folders = sorted({p.dest.parent for plan in plans for p in plan.placements})
-    for folder in folders:
+def extraction_tasks(plans: Sequence[WheelPlan], selected: Callable[[Placement], bool],
+                     sizes: Mapping[tuple[Path, str], int]) -> list[Task]:  # fmt: skip
+    """Largest members first, each alone; the small ones in batches: threads then finish
+    together (a torch wheel is one 434 MB library and 12,000 small files)."""
+    members = sorted(
+        ((plan, p) for plan in plans for p in plan.placements if selected(p)),
+        key=lambda item: (-sizes.get((item[0].wheel, item[1].member), 0), item[1].member),
+    )
+    tasks: list[Task] = []
+    batch: dict[Path, Task] = {}
+    for plan, placement in members:
+        if sizes.get((plan.wheel, placement.member), 0) >= BIG_MEMBER:
+            tasks.append((plan, [placement]))
+            continue
+        current = batch.setdefault(plan.wheel, (plan, []))
+        current[1].append(placement)
+        if len(current[1]) >= BATCH_FILES:
+            tasks.append(batch.pop(plan.wheel))
+    tasks.extend(batch.values())
+    return tasks
+
+
+def extract_wheels(plans: Sequence[WheelPlan], python: Path, jobs: int,
+                   selected: Callable[[Placement], bool] = lambda _: True) -> None:  # fmt: skip
+    """The ``selected`` files of every wheel in place: folders first, then the members over
+    ``jobs`` threads."""
+    for folder in sorted({p.dest.parent for plan in plans for p in plan.placements}):
         folder.mkdir(parents=True, exist_ok=True)
+    sizes = {(plan.wheel, m): size for plan in plans for m, size in plan.sizes.items()}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [
             pool.submit(_extract, plan, chunk, python)
-            for plan in plans
-            for chunk in _chunks(sorted(plan.placements, key=lambda p: p.member), jobs)
+            for plan, chunk in extraction_tasks(plans, selected, sizes)
         ]
         for future in futures:
             future.result()
 
 
-def compile_sources(python: Path, sources: Iterable[Path], env: dict[str, str],
-                    jobs: int) -> dict[Path, Path]:  # fmt: skip
-    """Byte-compile ``sources`` with ``python`` in ``jobs`` processes: source -> pyc written
-    (the pyc's name carries the prefix interpreter's cache tag, not ours)."""
-    paths = sorted(str(p) for p in sources)
-    if not paths:
-        return {}
-    proc = subprocess.run(
-        [str(python), "-c", COMPILE_WORKER, str(jobs)],
-        input="".join(p + "\0" for p in paths).encode(),
-        env={**env, "PYTHONHASHSEED": "0"},
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-10:]
-        raise InstallError(f"byte-compiling with {python} failed:\n" + "\n".join(tail))
-    fields = proc.stdout.decode().split("\0")[:-1]
-    return {Path(src): Path(pyc) for src, pyc in zip(fields[::2], fields[1::2], strict=True)}
+class Compilation:
+    """The prefix's interpreter byte-compiling ``sources`` in ``jobs`` processes, started on
+    entering and collected by ``result()``: it runs while the rest of the wheels is
+    extracted. Leaving the block stops it if it still runs (an extraction failed)."""
+
+    def __init__(self, python: Path, sources: Iterable[Path], env: dict[str, str],
+                 jobs: int) -> None:  # fmt: skip
+        self.python = python
+        paths = sorted(str(p) for p in sources)
+        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by __exit__
+        self.proc = subprocess.Popen(
+            [str(python), "-c", COMPILE_WORKER, str(jobs)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors,
+            env={**env, "PYTHONHASHSEED": "0"},
+        )  # fmt: skip
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("".join(p + "\0" for p in paths).encode())  # read whole first
+        self.proc.stdin.close()
+
+    def result(self) -> dict[Path, Path]:
+        """source -> pyc written (named with the prefix interpreter's cache tag, not ours)."""
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
+        code = self.proc.wait()
+        self.errors.seek(0)
+        errors = self.errors.read().decode(errors="replace")
+        if code != 0:
+            tail = errors.strip().splitlines()[-10:]
+            raise InstallError(f"byte-compiling with {self.python} failed:\n" + "\n".join(tail))
+        fields = out.decode().split("\0")[:-1]
+        return {Path(src): Path(pyc) for src, pyc in zip(fields[::2], fields[1::2], strict=True)}
+
+    def __enter__(self) -> Compilation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.errors.close()
 
 
 def _rel(path: Path, site_packages: Path) -> str:
@@ -341,12 +402,14 @@ def install_wheels(wheels: Sequence[Path], prefix: Path, python: Path, env: dict
     jobs = jobs or max(1, min(8, os.cpu_count() or 1))
     scheme = Scheme.of(prefix, python)
     plans = [plan_wheel(w, scheme) for w in wheels]  # every refusal before the first write
-    extract_wheels(plans, python, jobs)
-    sources = [
-        p.dest for plan in plans for p in plan.placements
-        if p.dest.suffix == ".py" and scheme.site_packages in p.dest.parents
-    ]  # fmt: skip
-    pycs = compile_sources(python, sources, env, jobs)
+    def compiled(placement: Placement) -> bool:
+        return placement.dest.suffix == ".py" and scheme.site_packages in placement.dest.parents
+
+    extract_wheels(plans, python, jobs, compiled)  # the sources first, then compile them
+    sources = [p.dest for plan in plans for p in plan.placements if compiled(p)]
+    with Compilation(python, sources, env, jobs) as compilation:
+        extract_wheels(plans, python, jobs, lambda p: not compiled(p))  # meanwhile, the rest
+        pycs = compilation.result()
     for plan in plans:
         finish_wheel(plan, scheme, pycs)
 
