@@ -27,6 +27,7 @@ Standard library only (it runs in the installer venv).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import email.parser
 import errno
 import filecmp
@@ -130,40 +131,52 @@ def _timestamp(value: object) -> int | None:
 
 
 def walk(prefix: Path) -> tuple[dict[str, os.stat_result], dict[str, os.stat_result]]:
-    """(files and symlinks, directories) of ``prefix``: relative posix path -> lstat."""
+    """(files and symlinks, directories) of ``prefix``: relative posix path -> lstat.
+    Plain strings, not Path objects: a torch prefix has 24,000 entries."""
     entries: dict[str, os.stat_result] = {}
     directories: dict[str, os.stat_result] = {}
-    for directory, dirnames, filenames in os.walk(prefix):
-        base = Path(directory)
+    top = os.fspath(prefix)
+    cut = len(top.rstrip("/")) + 1
+    for directory, dirnames, filenames in os.walk(top):
         for name in dirnames + filenames:
-            path = base / name
-            rel = path.relative_to(prefix).as_posix()
-            info = path.lstat()
-            (directories if stat.S_ISDIR(info.st_mode) else entries)[rel] = info
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            (directories if stat.S_ISDIR(info.st_mode) else entries)[path[cut:]] = info
     return entries, directories
 
 
-def prefix_manifest_sha256(prefix: Path, *, jobs: int = 4) -> str:
+def prefix_manifest_sha256(
+    prefix: Path, *, jobs: int = 4,
+    walked: tuple[dict[str, os.stat_result], dict[str, os.stat_result]] | None = None,
+) -> str:  # fmt: skip
     """sha256 of the prefix's canonical manifest: every path, its kind and mode, each file's
     sha256, each symlink's target. Recorded at split time from the verified prefix, so the
-    image's environment can be checked byte for byte against it (``--manifest-of``)."""
+    image's environment can be checked byte for byte against it (``--manifest-of``).
+    ``walked``: the split's own ``walk(prefix)``, not repeated."""
     from concurrent.futures import ThreadPoolExecutor
 
-    entries, directories = walk(prefix)
+    entries, directories = walked or walk(prefix)
+    top = os.fspath(prefix)
 
     def digest(rel: str) -> str:
         info = entries[rel]
+        path = os.path.join(top, rel)
         if stat.S_ISLNK(info.st_mode):
-            return f"symlink {os.readlink(prefix / rel)}"
+            return f"symlink {os.readlink(path)}"
         content = hashlib.sha256()
-        with open(prefix / rel, "rb") as handle:  # not file_digest: the base may be 3.10
+        with open(path, "rb") as handle:  # not file_digest: the base may be 3.10
             for block in iter(lambda: handle.read(1 << 20), b""):
                 content.update(block)
         return f"file {stat.S_IMODE(info.st_mode):o} {content.hexdigest()}"
 
+    def digests(batch: list[str]) -> list[str]:
+        return [digest(rel) for rel in batch]
+
     files = sorted(entries)
+    batches = [files[i : i + 256] for i in range(0, len(files), 256)]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # hashlib releases the GIL
-        described = dict(zip(files, pool.map(digest, files), strict=True))
+        described = dict(zip(files, (d for b in pool.map(digests, batches) for d in b),
+                             strict=True))  # fmt: skip
     for rel, info in directories.items():
         described[rel] = f"dir {stat.S_IMODE(info.st_mode):o}"
     total = hashlib.sha256()
@@ -215,7 +228,7 @@ def plan_split(
     return split, owners, entries, directories
 
 
-def _place(source: Path, dest: Path, info: os.stat_result, when: int) -> None:
+def _place(source: str, dest: str, info: os.stat_result, when: int) -> None:
     if stat.S_ISLNK(info.st_mode):
         os.symlink(os.readlink(source), dest)
     elif info.st_nlink > 1:
@@ -230,17 +243,18 @@ def _place(source: Path, dest: Path, info: os.stat_result, when: int) -> None:
     os.utime(dest, (when, when), follow_symlinks=False)
 
 
-def _make_dirs(root: Path, slot_root: Path, rel_dir: Path, made: set[Path]) -> None:
+def _make_dirs(root: str, slot_root: str, rel_dir: str, made: set[str]) -> None:
     """Create ``slot_root/rel_dir`` and its parents with the modes of ``root/rel_dir``."""
     missing = []
     current = rel_dir
-    while current != Path(".") and slot_root / current not in made:
+    while current and os.path.join(slot_root, current) not in made:
         missing.append(current)
-        current = current.parent
+        current = os.path.dirname(current)
     for part in reversed(missing):
-        target = slot_root / part
-        target.mkdir(exist_ok=True)
-        os.chmod(target, stat.S_IMODE((root / part).stat().st_mode))
+        target = os.path.join(slot_root, part)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(target)
+        os.chmod(target, stat.S_IMODE(os.stat(os.path.join(root, part)).st_mode))
         made.add(target)
 
 
@@ -270,46 +284,49 @@ def write_slots(
     return split
 
 
+
 def _write(
     prefix: Path, out: Path, root: Path, inside: Path, split: Split, owners: Owners,
     entries: dict[str, os.stat_result], directories: dict[str, os.stat_result],
     source_date_epoch: int | None,
 ) -> None:  # fmt: skip
-    made: set[Path] = set()
+    made: set[str] = set()
     for slot in range(SLOTS):
         (out / slot_dir(slot)).mkdir(parents=True)
     times = {key: clamp(owner.timestamp, source_date_epoch) for key, owner in owners.owners.items()}
     shared_time = clamp(None, source_date_epoch)
-    holding: set[tuple[int, str]] = set()
+    held: set[str] = set()
+    top, base = os.fspath(prefix), os.fspath(root)
+    inner = "" if inside == Path(".") else inside.as_posix() + "/"
+    slot_roots = {slot: os.fspath(out / slot_dir(slot)) for slot in range(SLOTS)}
     for path in sorted(entries):
-        slot = split.placed[path]
-        slot_root = out / slot_dir(slot)
-        rel = inside / path
-        _make_dirs(root, slot_root, rel.parent, made)
+        slot_root = slot_roots[split.placed[path]]
+        rel = inner + path
+        _make_dirs(base, slot_root, os.path.dirname(rel), made)
         key = split.owner[path]
-        _place(prefix / path, slot_root / rel, entries[path],
+        _place(os.path.join(top, path), os.path.join(slot_root, rel), entries[path],
                times[key] if key else shared_time)  # fmt: skip
-        parent = Path(path).parent
-        while parent != Path("."):
-            holding.add((slot, parent.as_posix()))
-            parent = parent.parent
-    held = {directory for _slot, directory in holding}
+        parent = os.path.dirname(path)
+        while parent and parent not in held:
+            held.add(parent)
+            parent = os.path.dirname(parent)
     for directory in sorted(directories):
         if directory not in held:  # nothing owned below it: the shared slot keeps it
-            _make_dirs(root, out / slot_dir(SHARED_SLOT), inside / directory, made)
+            _make_dirs(base, slot_roots[SHARED_SLOT], inner + directory, made)
     # The report's folders are the image's (/usr/share/...), not the prefix's: 0755.
     report = out / slot_dir(SHARED_SLOT) / REPORT_PATH
     for part in reversed(Path(REPORT_PATH).parents[:-1]):
-        folder = out / slot_dir(SHARED_SLOT) / part
-        folder.mkdir(exist_ok=True)
-        os.chmod(folder, 0o755)
-        made.add(folder)
-    manifest = prefix_manifest_sha256(prefix, jobs=os.cpu_count() or 1)
+        report_dir = out / slot_dir(SHARED_SLOT) / part
+        report_dir.mkdir(exist_ok=True)
+        os.chmod(report_dir, 0o755)
+        made.add(os.fspath(report_dir))
+    manifest = prefix_manifest_sha256(prefix, jobs=os.cpu_count() or 1,
+                                      walked=(entries, directories))  # fmt: skip
     report.write_text(report_json(split, owners, prefix, manifest), encoding="utf-8")
     os.chmod(report, 0o644)
     os.utime(report, (shared_time, shared_time))
     dir_time = clamp(None, source_date_epoch)
-    for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
+    for folder in sorted(made, key=lambda p: p.count("/"), reverse=True):
         os.utime(folder, (dir_time, dir_time))
 
 
@@ -352,18 +369,20 @@ def check_slots(
     seen: dict[str, list[str]] = {}
     dirs_seen: set[str] = set()
     problems: list[str] = []
+    source_top = os.fspath(prefix)
     for slot in range(SLOTS):
         top = out / slot_dir(slot) / inside
         if not top.is_dir():
             continue
         found, found_dirs = walk(top)
+        slot_top = os.fspath(top)
         dirs_seen.update(found_dirs)
         for rel, info in found.items():
             seen.setdefault(rel, []).append(slot_dir(slot))
             want = entries.get(rel)
             if want is None:
                 problems.append(f"{rel} (slot {slot_dir(slot)}: not in the prefix)")
-            elif not _same(prefix / rel, top / rel, want, info):
+            elif not _same(os.path.join(source_top, rel), os.path.join(slot_top, rel), want, info):
                 problems.append(f"{rel} (slot {slot_dir(slot)}: differs from the prefix)")
         for rel, info in found_dirs.items():
             want = directories.get(rel)
@@ -380,7 +399,7 @@ def check_slots(
         )
 
 
-def _same(source: Path, copy: Path, want: os.stat_result, got: os.stat_result) -> bool:
+def _same(source: str, copy: str, want: os.stat_result, got: os.stat_result) -> bool:
     if stat.S_IFMT(want.st_mode) != stat.S_IFMT(got.st_mode):
         return False
     if stat.S_ISLNK(want.st_mode):
