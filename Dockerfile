@@ -131,7 +131,12 @@ ARG TARGETARCH
 ARG SOURCE_DATE_EPOCH
 # A flavor's own solo-layer threshold in MiB (flavor.toml `solo-layer-mib`; README "Layers").
 ARG SOLO_LAYER_MIB
+# Compiled pycs per wheel, kept between builds (lockdock/installer/pyc_cache.py): a relock
+# that keeps torch does not compile its sources again. PYC_CACHE=off (verify-repro,
+# `lockdock build --no-cache`) compiles everything.
+ARG PYC_CACHE
 RUN --network=none \
+    --mount=type=cache,id=lockdock-pyc,target=/var/cache/lockdock/pyc \
     --mount=type=bind,from=store,target=/store \
     --mount=type=bind,source=${LOCK},target=/tmp/lockdock/conda-lock.yml \
     --mount=type=bind,source=images/base/build,target=/tmp/lockdock/build \

@@ -24,6 +24,7 @@ from lockdock.errors import EngineError, IntegrityError
 from lockdock.image import dockerfile, plan, repro
 from lockdock.image.stage import prepare_build
 from lockdock.installer.lockfile import read_lock
+from lockdock.installer.pyc_cache import BUILDER_PYC_CACHE, PYC_CACHE_ARG, PYC_CACHE_OFF
 from lockdock.installer.store import inventory, relative_path
 from lockdock.spec import load_project
 from lockdock.tags import Tags
@@ -109,6 +110,10 @@ def test_buildx_argv(tmp_path: Path) -> None:
     joined = " ".join(argv)
     assert argv[:3] == ["docker", "buildx", "build"]
     assert "--builder remote" in joined and "--no-cache" in argv
+    # --no-cache (verify-repro) also compiles every pyc again: no pyc cache
+    assert argv[argv.index(f"{PYC_CACHE_ARG}={PYC_CACHE_OFF}") - 1] == "--build-arg"
+    cached = plan.buildx_argv(build, output="type=cacheonly", metadata_file=tmp_path / "m")
+    assert not any(arg.startswith(f"{PYC_CACHE_ARG}=") for arg in cached)
     assert f"store={tmp_path / 'store'}" in argv and f"installer={tmp_path / 'inst'}" in argv
     assert f"sbom={tmp_path / 'sbom'}" in argv
     assert "SOURCE_DATE_EPOCH=1704067200" in argv and "BASE_IMAGE=base:1" in argv
@@ -187,6 +192,16 @@ def test_incomplete_store_names_every_missing_artifact(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "other 2.0 (other-2.0-0.conda)" in message and "hello" not in message
     assert "lockdock fetch" in message
+
+
+def test_the_builder_mounts_the_pyc_cache_and_install_env_can_turn_it_off() -> None:
+    stages = (REPO / "images/base/stages.Dockerfile").read_text()
+    install_env = (REPO / "images/base/build/install-env").read_text()
+    assert f"--mount=type=cache,id=lockdock-pyc,target={BUILDER_PYC_CACHE} " in stages
+    assert f"ARG {PYC_CACHE_ARG}\n" in stages
+    assert f"pyc_cache={BUILDER_PYC_CACHE}\n" in install_env
+    assert f'if [ "${{{PYC_CACHE_ARG}:-}}" = {PYC_CACHE_OFF} ]; then pyc_cache=; fi' in install_env
+    assert '${pyc_cache:+--pyc-cache "$pyc_cache"}' in install_env
 
 
 def test_a_flavors_solo_layer_mib_reaches_the_splitter_as_a_build_argument(

@@ -7,6 +7,7 @@ import base64
 import csv
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -131,3 +132,66 @@ def test_a_long_interpreter_path_gets_the_sh_trampoline() -> None:
     assert shebang(Path("/opt/conda/envs/lockdock/bin/python")) == (
         b"#!/opt/conda/envs/lockdock/bin/python\n"
     )
+
+
+def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        os.path.relpath(p, root): (os.lstat(p).st_mode, p.read_bytes())
+        for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()
+    }  # fmt: skip
+
+
+def _entry_of(cache: Path, place: Path) -> Path:
+    """The entry whose pycs name sources under ``place``."""
+    for entry in cache.iterdir():
+        for pyc in entry.glob("files/**/*.pyc"):
+            if str(place) in pyc.read_bytes().decode("latin-1"):
+                return entry
+    raise AssertionError(f"no cache entry for {place}")
+
+
+def test_a_warm_pyc_cache_gives_the_files_compiling_gives_and_compiles_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wheel = make_wheel(tmp_path / "wheels", "cached", "1.0", {
+        "cached/__init__.py": "VALUE = {'a', 'b', 'c'}\n",
+        "cached/sub/mod.py": "def f():\n    return 'x' in {'x', 'y'}\n",
+        "cached/bad.py": "def (:\n",
+    })  # fmt: skip
+    digest = {wheel: hashlib.sha256(wheel.read_bytes()).hexdigest()}
+    cache, place = tmp_path / "pyc-cache", tmp_path / "place"
+
+    def fresh_prefix() -> tuple[Path, Path, Path]:  # one path: a pyc names its source's path
+        shutil.rmtree(place, ignore_errors=True)
+        return _prefix(place)
+
+    trees = []
+    for run in ("no-cache", "cold", "warm"):
+        prefix, _site, python = fresh_prefix()
+        install_wheels([wheel], prefix, python, interpreter_env(), jobs=2,
+                       pyc_cache=None if run == "no-cache" else cache, sha256=digest)
+        trees.append(_tree(prefix / "lib"))
+    assert "pyc cache: 1 of 1 wheel(s) needed no compiling" in capsys.readouterr().err
+    assert trees[0] == trees[1] == trees[2]
+    assert any(rel.endswith(".pyc") for rel in trees[2])
+
+    # another prefix path is another entry: its pycs name other paths
+    _prefix(tmp_path / "elsewhere")
+    install_wheels([wheel], tmp_path / "elsewhere/env", tmp_path / "elsewhere/env/bin/python",
+                   interpreter_env(), pyc_cache=cache, sha256=digest)
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2
+    shutil.rmtree(next(p for p in cache.iterdir() if p != _entry_of(cache, place)))
+
+    # a warm entry is used: a pyc put there by hand comes back (so nothing was compiled)
+    entry = _entry_of(cache, place)
+    (marked,) = entry.glob("files/cached/sub/__pycache__/mod.*.pyc")
+    marked.write_bytes(b"from the cache")
+    prefix, site, python = fresh_prefix()
+    install_wheels([wheel], prefix, python, interpreter_env(), pyc_cache=cache, sha256=digest)
+    assert (site / marked.relative_to(entry / "files")).read_bytes() == b"from the cache"
+
+    # an entry that cannot be read is a miss: compiled again, same files as without a cache
+    (entry / "pycs.json").write_text("{not json")
+    prefix, _site, python = fresh_prefix()
+    install_wheels([wheel], prefix, python, interpreter_env(), pyc_cache=cache, sha256=digest)
+    assert _tree(prefix / "lib") == trees[0]

@@ -20,6 +20,7 @@ from lockdock.context import FlavorContext
 from lockdock.errors import IntegrityError, UsageError
 from lockdock.installer.layer_plan import SOLO_LAYER_ARG
 from lockdock.installer.lockfile import LockedArtifact
+from lockdock.installer.pyc_cache import PYC_CACHE_ARG, PYC_CACHE_OFF
 from lockdock.installer.store import plan_fetch
 from lockdock.platform import Platform
 from lockdock.tags import Tags, local_name, local_tags
@@ -229,8 +230,8 @@ def buildx_argv(
         argv += ["--label", f"{key}={value}"]
     if plan.target:
         argv += ["--target", plan.target]
-    if no_cache:
-        argv.append("--no-cache")
+    if no_cache:  # and no pycs from earlier builds: everything is compiled again
+        argv += ["--no-cache", "--build-arg", f"{PYC_CACHE_ARG}={PYC_CACHE_OFF}"]
     argv.append(str(plan.project_root))
     return argv
 

@@ -262,6 +262,7 @@ def install(
     offline: bool = False,
     jobs: int = 4,
     force: bool = False,
+    pyc_cache: Path | None = None,
 ) -> InstallReport:
     """Make ``prefix`` exactly the lock's environment for ``platform`` and ``categories``.
 
@@ -305,13 +306,14 @@ def install(
         state = classify_prefix(prefix)  # again: another install may have run meanwhile
         refuse_prefix(prefix, state, force=force)
         return _install_locked(lock_path, prefix, platform, categories, store, state,
-                               records, conda, pip, fetched, seconds)
+                               records, conda, pip, fetched, seconds, pyc_cache)
 
 
 def _install_locked(
     lock_path: Path, prefix: Path, platform: str, categories: Sequence[str], store: Path,
     state: PrefixState, records: Sequence[RepoDataRecord], conda: Sequence[LockedArtifact],
     pip: Sequence[LockedArtifact], fetched: int, seconds: dict[str, float],
+    pyc_cache: Path | None = None,
 ) -> InstallReport:
     if state == "interrupted":
         say(f"{prefix} is an interrupted install: removing it and starting over")
@@ -336,7 +338,7 @@ def _install_locked(
     if pip:
         say(f"installing {len(pip)} pip wheel(s) with {prefix}/bin/python")
         clock = time.perf_counter()
-        install_pip(pip, prefix, store)
+        install_pip(pip, prefix, store, pyc_cache)
         seconds["pip"] = time.perf_counter() - clock
     _fault_point("after-pip")
     (prefix / CONDA_META / INCOMPLETE_MARKER).unlink()
@@ -384,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--jobs", type=int, default=4, help="parallel downloads / hashes")
     parser.add_argument(
+        "--pyc-cache",
+        type=Path,
+        default=None,
+        help="folder of compiled pycs per wheel, reused across installs (the image builder's "
+        "cache mount; lockdock.installer.pyc_cache)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="install into an existing conda prefix lockdock did not create (its packages "
@@ -409,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 offline=args.offline,
                 jobs=args.jobs,
                 force=args.force,
+                pyc_cache=args.pyc_cache,
             )
     except LockdockError as error:
         print(f"lockdock: error: {error}", file=sys.stderr)

@@ -61,7 +61,8 @@ def _run_python(python: Path, args: Sequence[str], what: str) -> None:
         raise InstallError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(tail))
 
 
-def install_pip(pip_artifacts: Sequence[LockedArtifact], prefix: Path, store: Path) -> None:
+def install_pip(pip_artifacts: Sequence[LockedArtifact], prefix: Path, store: Path,
+                pyc_cache: Path | None = None) -> None:  # fmt: skip
     python = prefix_python(prefix)
     if python is None:
         raise InstallError(
@@ -84,4 +85,6 @@ def install_pip(pip_artifacts: Sequence[LockedArtifact], prefix: Path, store: Pa
     if not wanted:
         return
     say(f"installing {len(wanted)} wheel(s): extracting and byte-compiling in parallel")
-    install_wheels([artifact_path(store, a) for a in wanted], prefix, python, interpreter_env())
+    paths = {artifact_path(store, a): a.sha256 for a in wanted}
+    install_wheels(list(paths), prefix, python, interpreter_env(), pyc_cache=pyc_cache,
+                   sha256={path: sha for path, sha in paths.items() if sha})  # fmt: skip

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lockdock.errors import InstallError, IntegrityError
+from lockdock.installer.pyc_cache import PycCache
+from lockdock.progress import say
 
 INSTALLER_NAME = "lockdock\n"
 EXECUTABLE_BITS = 0o111
@@ -397,19 +399,45 @@ def finish_wheel(plan: WheelPlan, scheme: Scheme, pycs: dict[Path, Path]) -> Non
 
 
 def install_wheels(wheels: Sequence[Path], prefix: Path, python: Path, env: dict[str, str],
-                   *, jobs: int | None = None) -> None:  # fmt: skip
-    """Install ``wheels`` (already hash-checked) into ``prefix`` with ``python``'s scheme."""
+                   *, jobs: int | None = None, pyc_cache: Path | None = None,
+                   sha256: Mapping[Path, str] | None = None) -> None:  # fmt: skip
+    """Install ``wheels`` (already hash-checked) into ``prefix`` with ``python``'s scheme.
+
+    ``pyc_cache``: a folder of compiled pycs per wheel (``lockdock.installer.pyc_cache``),
+    used for the wheels whose archive ``sha256`` names."""
     jobs = jobs or max(1, min(8, os.cpu_count() or 1))
     scheme = Scheme.of(prefix, python)
     plans = [plan_wheel(w, scheme) for w in wheels]  # every refusal before the first write
+    digests = dict(sha256 or {})
+    cache = PycCache.open(pyc_cache, python, scheme.site_packages, env) if pyc_cache else None
+    cached = {
+        plan.wheel: index for plan in plans
+        if cache and plan.wheel in digests
+        and (index := cache.lookup(digests[plan.wheel])) is not None
+    }  # fmt: skip
+
     def compiled(placement: Placement) -> bool:
         return placement.dest.suffix == ".py" and scheme.site_packages in placement.dest.parents
 
-    extract_wheels(plans, python, jobs, compiled)  # the sources first, then compile them
-    sources = [p.dest for plan in plans for p in plan.placements if compiled(p)]
+    def first(placement: Placement) -> bool:  # a wheel's own pycs, before compiling replaces them
+        return compiled(placement) or placement.dest.suffix == ".pyc"
+
+    extract_wheels(plans, python, jobs, first)  # the sources first, then compile them
+    sources = [p.dest for plan in plans if plan.wheel not in cached
+               for p in plan.placements if compiled(p)]  # fmt: skip
     with Compilation(python, sources, env, jobs) as compilation:
-        extract_wheels(plans, python, jobs, lambda p: not compiled(p))  # meanwhile, the rest
+        extract_wheels(plans, python, jobs, lambda p: not first(p))  # meanwhile, the rest
         pycs = compilation.result()
+    if cache:
+        for plan in plans:
+            index = cached.get(plan.wheel)
+            if index is not None:
+                pycs.update(cache.restore(digests[plan.wheel], index))
+            elif plan.wheel in digests:
+                mine = {p.dest: pycs[p.dest] for p in plan.placements if p.dest in pycs}
+                cache.store(digests[plan.wheel], mine)
+        if cached:
+            say(f"pyc cache: {len(cached)} of {len(plans)} wheel(s) needed no compiling")
     for plan in plans:
         finish_wheel(plan, scheme, pycs)
 
