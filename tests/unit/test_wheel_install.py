@@ -195,3 +195,34 @@ def test_a_warm_pyc_cache_gives_the_files_compiling_gives_and_compiles_nothing(
     prefix, _site, python = fresh_prefix()
     install_wheels([wheel], prefix, python, interpreter_env(), pyc_cache=cache, sha256=digest)
     assert _tree(prefix / "lib") == trees[0]
+
+
+def test_a_file_two_wheels_ship_is_the_later_wheels_and_in_both_records(tmp_path: Path) -> None:
+    prefix, site, python = _prefix(tmp_path)
+    init = "ns/__init__.py"
+    first = make_wheel(tmp_path / "wheels", "ns-a", "1.0",
+                       {init: "# a\n", "ns/a.py": "A = 1\n"})  # fmt: skip
+    second = make_wheel(tmp_path / "wheels", "ns-b", "1.0",
+                        {init: "# b\n", "ns/b.py": "B = 1\n"})  # fmt: skip
+    install_wheels([first, second], prefix, python, interpreter_env(), jobs=2)
+    assert (site / init).read_text() == "# b\n"
+    assert init in _record(site, "ns_a-1.0.dist-info")
+    assert init in _record(site, "ns_b-1.0.dist-info")
+    assert (site / "ns/a.py").is_file() and (site / "ns/b.py").is_file()
+
+
+@pytest.mark.parametrize(
+    ("members", "why"),
+    [
+        ({"odd-1.0.data/config/x.ini": "x"}, "in no scheme"),
+        ({"odd.py": "X = 1\n", "odd-1.0.data/purelib/odd.py": "X = 2\n"}, "are one file"),
+    ],
+)
+def test_a_wheel_whose_members_collide_or_have_no_scheme_is_refused(
+    tmp_path: Path, members: dict[str, str], why: str
+) -> None:
+    prefix, site, python = _prefix(tmp_path)
+    wheel = make_wheel(tmp_path / "wheels", "odd", "1.0", members)
+    with pytest.raises(IntegrityError, match=why):
+        install_wheels([wheel], prefix, python, interpreter_env())
+    assert not list(site.iterdir())

@@ -39,7 +39,7 @@ import threading
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lockdock.errors import InstallError, IntegrityError
@@ -182,16 +182,23 @@ def plan_wheel(wheel: Path, scheme: Scheme) -> WheelPlan:
         raise _bad(wheel, "its WHEEL file does not declare Wheel-Version 1.x")
     project = dist_info[: -len(".dist-info")].rsplit("-", 1)[0]
     placements = []
+    seen: dict[Path, str] = {}
     for info in infos:
         name = info.filename
         if name == f"{dist_info}/RECORD" or name.endswith(("/RECORD.jws", "/RECORD.p7s")):
             continue
         match = _SCHEME_MEMBER.match(name)
+        if not match and re.match(r"^[^/]+\.data/", name):
+            raise _bad(wheel, f"member {name!r} is in no scheme this installer knows "
+                              "(purelib, platlib, scripts, headers, data)")  # fmt: skip
         if match:
             part, rest = match.groups()
             dest = _inside(scheme.folder(part, project), rest, wheel)
         else:
             part, dest = "purelib", _inside(scheme.site_packages, name, wheel)
+        if dest in seen:
+            raise _bad(wheel, f"members {seen[dest]!r} and {name!r} are one file")
+        seen[dest] = name
         mode = info.external_attr >> 16
         rewrite = part == "scripts" and shebang_heads.get(name, b"").startswith(b"#!python")
         placements.append(
@@ -329,7 +336,7 @@ class Compilation:
     def __init__(self, python: Path, sources: Iterable[Path], env: dict[str, str],
                  jobs: int) -> None:  # fmt: skip
         self.python = python
-        paths = sorted(str(p) for p in sources)
+        paths = sorted({str(p) for p in sources})
         self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by __exit__
         self.proc = subprocess.Popen(
             [str(python), "-c", COMPILE_WORKER, str(jobs)],
@@ -408,7 +415,15 @@ def install_wheels(wheels: Sequence[Path], prefix: Path, python: Path, env: dict
     jobs = jobs or max(1, min(8, os.cpu_count() or 1))
     scheme = Scheme.of(prefix, python)
     plans = [plan_wheel(w, scheme) for w in wheels]  # every refusal before the first write
-    digests = dict(sha256 or {})
+    # A file two wheels ship (a namespace package's __init__.py) is written once, by the
+    # later wheel in ``wheels``, as pip's serial install leaves it; both RECORDs list it.
+    writer = {p.dest: plan.wheel for plan in plans for p in plan.placements}
+    written = [replace(plan, placements=tuple(p for p in plan.placements
+                                              if writer[p.dest] == plan.wheel))
+               for plan in plans]  # fmt: skip
+    contested = {plan.wheel for plan, mine in zip(plans, written, strict=True)
+                 if len(mine.placements) != len(plan.placements)}  # fmt: skip
+    digests = {w: sha for w, sha in (sha256 or {}).items() if w not in contested}
     cache = PycCache.open(pyc_cache, python, scheme.site_packages, env) if pyc_cache else None
     cached = {
         plan.wheel: index for plan in plans
@@ -422,14 +437,17 @@ def install_wheels(wheels: Sequence[Path], prefix: Path, python: Path, env: dict
     def first(placement: Placement) -> bool:  # a wheel's own pycs, before compiling replaces them
         return compiled(placement) or placement.dest.suffix == ".pyc"
 
-    extract_wheels(plans, python, jobs, first)  # the sources first, then compile them
-    sources = [p.dest for plan in plans if plan.wheel not in cached
-               for p in plan.placements if compiled(p)]  # fmt: skip
-    with Compilation(python, sources, env, jobs) as compilation:
-        extract_wheels(plans, python, jobs, lambda p: not first(p))  # meanwhile, the rest
-        pycs = compilation.result()
+    try:
+        extract_wheels(written, python, jobs, first)  # the sources first, then compile them
+        sources = [p.dest for plan in written if plan.wheel not in cached
+                   for p in plan.placements if compiled(p)]  # fmt: skip
+        with Compilation(python, sources, env, jobs) as compilation:
+            extract_wheels(written, python, jobs, lambda p: not first(p))  # meanwhile, the rest
+            pycs = compilation.result()
+    except OSError as error:
+        raise InstallError(f"Writing the wheels' files into {prefix} failed: {error}") from None
     if cache:
-        for plan in plans:
+        for plan in written:
             index = cached.get(plan.wheel)
             if index is not None:
                 pycs.update(cache.restore(digests[plan.wheel], index))
