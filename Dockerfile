@@ -132,8 +132,8 @@ ARG SOURCE_DATE_EPOCH
 # A flavor's own solo-layer threshold in MiB (flavor.toml `solo-layer-mib`; README "Layers").
 ARG SOLO_LAYER_MIB
 # Compiled pycs per wheel, kept between builds (lockdock/installer/pyc_cache.py): a relock
-# that keeps torch does not compile its sources again. PYC_CACHE=off (verify-repro,
-# `lockdock build --no-cache`) compiles everything.
+# that keeps torch does not compile its sources again. PYC_CACHE=off (verify-repro)
+# compiles everything.
 ARG PYC_CACHE
 RUN --network=none \
     --mount=type=cache,id=lockdock-pyc,target=/var/cache/lockdock/pyc \

@@ -194,6 +194,10 @@ def main() -> int:
         compressions = args.compression.split(",")
 
         def cold(compression: str, run: int) -> None:
+            # An empty build cache, cache mounts included (the builder's pyc cache): each
+            # cold build compiles everything, and the relock rebuild after it finds the old
+            # lock's layers only, not the new lock's from the previous repeat.
+            _docker("builder", "prune", "--all", "--force")
             record(f"cold build, {compression}",
                    _timed(lambda: build(force=True, no_cache=True, compression=compression)))
             remote = f"{REGISTRY}/{NAME}-{compression}"
@@ -203,9 +207,6 @@ def main() -> int:
                 s for _, s in manifest_layers(f"{remote}:old-{run}"))
         first, *others = compressions
         for run in range(args.repeat):
-            # Each repeat starts from an empty build cache: the relock rebuild must find the
-            # old lock's layers only, not the new lock's from the previous repeat.
-            _docker("builder", "prune", "--all", "--force")
             use(old_lock, old_env)
             record("decompress artifacts (1 thread)", decompress(project, Path(tmp) / "x"))
             record("install on the host", host_install(project, Path(tmp) / "i"))

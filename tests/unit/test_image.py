@@ -110,10 +110,12 @@ def test_buildx_argv(tmp_path: Path) -> None:
     joined = " ".join(argv)
     assert argv[:3] == ["docker", "buildx", "build"]
     assert "--builder remote" in joined and "--no-cache" in argv
-    # --no-cache (verify-repro) also compiles every pyc again: no pyc cache
-    assert argv[argv.index(f"{PYC_CACHE_ARG}={PYC_CACHE_OFF}") - 1] == "--build-arg"
-    cached = plan.buildx_argv(build, output="type=cacheonly", metadata_file=tmp_path / "m")
-    assert not any(arg.startswith(f"{PYC_CACHE_ARG}=") for arg in cached)
+    # --no-cache keeps the pyc cache (a later build reuses the layers); verify-repro's
+    # compile_all turns it off
+    assert not any(arg.startswith(f"{PYC_CACHE_ARG}=") for arg in argv)
+    repro_argv = plan.buildx_argv(build, output="type=cacheonly", metadata_file=tmp_path / "m",
+                                  no_cache=True, compile_all=True)
+    assert repro_argv[repro_argv.index(f"{PYC_CACHE_ARG}={PYC_CACHE_OFF}") - 1] == "--build-arg"
     assert f"store={tmp_path / 'store'}" in argv and f"installer={tmp_path / 'inst'}" in argv
     assert f"sbom={tmp_path / 'sbom'}" in argv
     assert "SOURCE_DATE_EPOCH=1704067200" in argv and "BASE_IMAGE=base:1" in argv
@@ -435,3 +437,24 @@ def test_every_path_the_dockerfiles_read_is_tracked_by_git() -> None:
     assert "images/base/build" in read and "images/base/rootfs" in read
     for path in read:
         assert any(t == path or t.startswith(path.rstrip("/") + "/") for t in tracked), path
+
+
+def test_verify_repro_compiles_every_pyc_in_both_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build = plan.BuildPlan(
+        project_root=tmp_path, flavor="cpu", platform="linux/amd64", conda_platform="linux-64",
+        lock_path=Path("conda-lock.yml"), lock_sha256="0" * 64, epoch=1704067200,
+        base_image="base:1", name="n", tags=Tags("cpu-0", (), ("latest",)), labels={},
+        dockerfile=tmp_path / "cpu.Dockerfile", store_context=tmp_path / "store",
+        installer_context=tmp_path / "inst", sbom_context=tmp_path / "sbom",
+    )  # fmt: skip
+    argvs: list[list[str]] = []
+    monkeypatch.setattr(repro, "prepare_build", lambda *a, **k: build)
+    monkeypatch.setattr(repro, "stage_sbom", lambda *a, **k: None)
+    monkeypatch.setattr(repro, "run_buildx", lambda argv, what: argvs.append(argv))
+    monkeypatch.setattr(repro, "platform_manifests", lambda layout: {"linux/amd64": "sha256:1"})
+    result = repro.verify_repro(None, keep=tmp_path / "keep")  # type: ignore[arg-type]
+    assert result.identical and len(argvs) == 2
+    for argv in argvs:
+        assert "--no-cache" in argv and f"{PYC_CACHE_ARG}={PYC_CACHE_OFF}" in argv

@@ -203,9 +203,13 @@ def plan_build(
 
 
 def buildx_argv(
-    plan: BuildPlan, *, output: str, metadata_file: Path, no_cache: bool = False
+    plan: BuildPlan, *, output: str, metadata_file: Path, no_cache: bool = False,
+    compile_all: bool = False,
 ) -> list[str]:
-    """``docker buildx build`` for ``plan`` with ``output`` (``--output`` value)."""
+    """``docker buildx build`` for ``plan`` with ``output`` (``--output`` value).
+
+    ``no_cache``: BuildKit's ``--no-cache``, which keeps cache mounts (the builder's pyc
+    cache). ``compile_all``: no pycs from earlier builds either (verify-repro)."""
     argv = ["docker", "buildx", "build"]
     if plan.builder:
         argv += ["--builder", plan.builder]
@@ -230,8 +234,10 @@ def buildx_argv(
         argv += ["--label", f"{key}={value}"]
     if plan.target:
         argv += ["--target", plan.target]
-    if no_cache:  # and no pycs from earlier builds: everything is compiled again
-        argv += ["--no-cache", "--build-arg", f"{PYC_CACHE_ARG}={PYC_CACHE_OFF}"]
+    if no_cache:
+        argv.append("--no-cache")
+    if compile_all:
+        argv += ["--build-arg", f"{PYC_CACHE_ARG}={PYC_CACHE_OFF}"]
     argv.append(str(plan.project_root))
     return argv
 

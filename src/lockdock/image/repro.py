@@ -141,7 +141,8 @@ def verify_repro(
                 stage_sbom(context, plan.epoch, plan.sbom_context)
             argv = buildx_argv(plan, output=oci_output(layout,
                                                        rewrite_timestamps=plan.rewrite_timestamps),
-                               metadata_file=work / f"metadata-{attempt}.json", no_cache=True)
+                               metadata_file=work / f"metadata-{attempt}.json", no_cache=True,
+                               compile_all=True)
             say(f"verify-repro: build {attempt} of {plan.flavor} ({plan.platform}), --no-cache")
             run_buildx(argv, f"Reproducibility build {attempt} of {plan.flavor}")
             layouts.append(layout)

@@ -8,9 +8,11 @@ site-packages path, wheel sha256)`` and holds the pycs that compiling that wheel
 their modes: restoring it gives the bytes and modes compiling would give (a test installs
 with a cold and a warm cache and compares every file). Entries are written to a temporary
 folder and renamed into place, so a killed build leaves no half entry; an entry that cannot
-be read is a miss. The cache is the builder's own, trusted as its layer cache is;
-``verify-repro`` and ``--no-cache`` builds turn it off (build argument ``PYC_CACHE=off``) so
-that they compile everything and a compile that is not deterministic still shows.
+be read is a miss. The cache is the builder's own, trusted as its layer cache is. BuildKit's
+``--no-cache`` keeps cache mounts, and so this cache (``lockdock build --no-cache`` then
+differs from a normal build in nothing but time, and a later build reuses its layers);
+``verify-repro`` turns it off (build argument ``PYC_CACHE=off``): both of its builds compile
+everything, so a compile that is not deterministic still shows.
 Standard library only: part of the installer.
 """
 
