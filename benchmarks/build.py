@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from lockdock.testing.demo import (
     mirror_option,
     write_demo_project,
 )
+from lockdock.testing.installs import decompress_artifacts
 from lockdock.workspace import Workspace
 
 NAME = "lockdock-bench/cpu"
@@ -83,20 +83,10 @@ def _docker(*args: str) -> str:
 
 def decompress(project: Path, dest: Path) -> float:
     """Seconds to merely extract every artifact of the lock (one thread, no install)."""
-    from rattler.package_streaming import extract
-
     lock = project / "conda-lock.yml"
-    artifacts = read_lock(lock).select("linux-64", ["main"])
     store = Workspace(project).store
-    started = time.perf_counter()
-    for index, artifact in enumerate(artifacts):
-        path, target = artifact_path(store, artifact), dest / str(index)
-        if artifact.manager == "pip":
-            with zipfile.ZipFile(path) as archive:
-                archive.extractall(target)
-        else:
-            extract(path, target)
-    seconds = time.perf_counter() - started
+    files = [artifact_path(store, a) for a in read_lock(lock).select("linux-64", ["main"])]
+    seconds = _timed(lambda: decompress_artifacts(files, dest))
     shutil.rmtree(dest)
     return seconds
 

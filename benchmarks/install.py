@@ -8,9 +8,9 @@ pinned by file:// URL + sha256 and fetched into a store first (fetch is not time
 
 - ``install``: ``lockdock.installer.install.install(..., offline=True)`` (verify store hashes,
   rattler install, pip install with checked-hash pyc compilation, prefix verification);
-- ``decompress``: unpack the same artifact files into a scratch folder with the standard
-  library (tar.bz2 with ``tarfile``, wheels with ``zipfile``, ``.conda`` with zip + zstd):
-  the physical floor of reading and inflating those bytes on this machine.
+- ``decompress``: unpack the same artifact files into a scratch folder in one thread
+  (``lockdock.testing.installs.decompress_artifacts``: conda archives with py-rattler's
+  extractor, wheels with ``zipfile``; benchmarks/build.py uses the same floor).
 
 Prints medians and the install/decompress ratio.
 """
@@ -22,10 +22,8 @@ import os
 import shutil
 import statistics
 import sys
-import tarfile
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 from lockdock.installer import install, store
@@ -34,35 +32,11 @@ from lockdock.testing.cpython import build_cpython_package, packaging_problem
 from lockdock.testing.installs import (
     TORCH_REQUIREMENT,
     conda_entry,
+    decompress_artifacts,
     download_wheels,
     wheel_entry,
     write_lock,
 )
-
-
-def decompress(artifact_file: Path, dest: Path) -> None:
-    name = artifact_file.name
-    if name.endswith(".tar.bz2"):
-        with tarfile.open(artifact_file, "r:bz2") as archive:
-            archive.extractall(dest, filter="tar")
-    elif name.endswith(".whl"):
-        with zipfile.ZipFile(artifact_file) as archive:
-            archive.extractall(dest)
-    elif name.endswith(".conda"):
-        import io
-
-        import zstandard  # only for .conda artifacts
-
-        with zipfile.ZipFile(artifact_file) as archive:
-            for member in archive.namelist():
-                if member.endswith(".tar.zst"):
-                    raw = zstandard.ZstdDecompressor().stream_reader(
-                        io.BytesIO(archive.read(member))
-                    )
-                    with tarfile.open(fileobj=raw, mode="r|") as inner:
-                        inner.extractall(dest, filter="tar")
-    else:
-        raise ValueError(f"unknown artifact type: {name}")
 
 
 def tree_size(root: Path) -> int:
@@ -117,8 +91,7 @@ def main() -> int:
 
         os.sync()
         started = time.perf_counter()
-        for index, artifact_file in enumerate(files):
-            decompress(artifact_file, scratch / str(index))
+        decompress_artifacts(files, scratch)
         unpack_s.append(time.perf_counter() - started)
         print(f"run {run + 1}: install {install_s[-1]:.1f} s, decompress {unpack_s[-1]:.1f} s",
               file=sys.stderr)  # fmt: skip
@@ -131,7 +104,7 @@ def main() -> int:
     print("|---|---:|---:|---:|")
     rows = [("install (lockdock), total", install_s)]
     rows += [(f"  install phase: {name}", values) for name, values in phases.items()]
-    rows += [("decompress only (stdlib)", unpack_s)]
+    rows += [("decompress only (1 thread)", unpack_s)]
     for label, values in rows:
         print(f"| {label} | {statistics.median(values):.1f} | {min(values):.1f} | "
               f"{max(values):.1f} |")  # fmt: skip

@@ -140,6 +140,23 @@ def manifest_difference(a: dict[str, str], b: dict[str, str], limit: int = 20) -
     return lines[:limit]
 
 
+def decompress_artifacts(artifacts: Sequence[Path], dest: Path) -> None:
+    """Merely unpack ``artifacts`` into ``dest/0``, ``dest/1``, ... in one thread, the floor the
+    benchmarks compare an install with: conda archives with py-rattler's extractor (what the
+    installer itself uses), wheels with ``zipfile``. No prefix, no compile, no verification."""
+    import zipfile
+
+    from rattler.package_streaming import extract
+
+    for index, artifact in enumerate(artifacts):
+        target = dest / str(index)
+        if artifact.name.endswith(".whl"):
+            with zipfile.ZipFile(artifact) as archive:
+                archive.extractall(target)
+        else:
+            extract(artifact, target)
+
+
 def make_wheel(
     dest: Path,
     name: str,
