@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -185,10 +186,11 @@ def test_a_warm_pyc_cache_gives_the_files_compiling_gives_and_compiles_nothing(
     # a warm entry is used: a pyc put there by hand comes back (so nothing was compiled)
     entry = _entry_of(cache, place)
     (marked,) = entry.glob("files/cached/sub/__pycache__/mod.*.pyc")
-    marked.write_bytes(b"from the cache")
+    planted = marked.read_bytes()[:16] + b"from the cache"  # this interpreter's header
+    marked.write_bytes(planted)
     prefix, site, python = fresh_prefix()
     install_wheels([wheel], prefix, python, interpreter_env(), pyc_cache=cache, sha256=digest)
-    assert (site / marked.relative_to(entry / "files")).read_bytes() == b"from the cache"
+    assert (site / marked.relative_to(entry / "files")).read_bytes() == planted
 
     # an entry that cannot be read is a miss: compiled again, same files as without a cache
     (entry / "pycs.json").write_text("{not json")
@@ -226,3 +228,37 @@ def test_a_wheel_whose_members_collide_or_have_no_scheme_is_refused(
     with pytest.raises(IntegrityError, match=why):
         install_wheels([wheel], prefix, python, interpreter_env())
     assert not list(site.iterdir())
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["pyc outside __pycache__", "source the wheel lacks", "not a checked-hash pyc", "odd mode"],
+)
+def test_a_cache_entry_that_does_not_fit_the_wheel_is_a_miss(tmp_path: Path, tamper: str) -> None:
+    """A cache mount is shared by every build on a builder: a tampered entry is not used."""
+    wheel = make_wheel(tmp_path / "wheels", "fit", "1.0", {"fit/__init__.py": "X = 1\n"})
+    digest = {wheel: hashlib.sha256(wheel.read_bytes()).hexdigest()}
+    cache, place = tmp_path / "pyc-cache", tmp_path / "place"
+    prefix, _site, python = _prefix(place)
+    install_wheels([wheel], prefix, python, interpreter_env(), pyc_cache=cache, sha256=digest)
+    expected = _tree(prefix)
+    (entry,) = cache.iterdir()
+    index_file = entry / "pycs.json"
+    index = json.loads(index_file.read_text())
+    ((source, (pyc, mode)),) = index.items()
+    if tamper == "pyc outside __pycache__":
+        index = {source: ["../../../../escaped.pyc", mode]}
+        (entry / "escaped.pyc").write_bytes((entry / "files" / pyc).read_bytes())
+    elif tamper == "source the wheel lacks":
+        index = {"fit/other.py": [pyc.replace("__init__", "other"), mode]}
+    elif tamper == "not a checked-hash pyc":
+        (entry / "files" / pyc).write_bytes(b"\0" * 16)
+    else:
+        index = {source: [pyc, 0o4755]}
+    index_file.write_text(json.dumps(index))
+
+    shutil.rmtree(place)
+    prefix, _site, python = _prefix(place)
+    install_wheels([wheel], prefix, python, interpreter_env(), pyc_cache=cache, sha256=digest)
+    assert _tree(prefix) == expected  # compiled again: the files a fresh install gives
+    assert not list(tmp_path.rglob("escaped.pyc"))[1:]  # only the planted one, none written

@@ -8,7 +8,12 @@ site-packages path, wheel sha256)`` and holds the pycs that compiling that wheel
 their modes: restoring it gives the bytes and modes compiling would give (a test installs
 with a cold and a warm cache and compares every file). Entries are written to a temporary
 folder and renamed into place, so a killed build leaves no half entry; an entry that cannot
-be read is a miss. The cache is the builder's own, trusted as its layer cache is. BuildKit's
+be read is a miss, and so is one that names files the wheel does not have, a pyc not beside
+its source or not a checked-hash pyc of this interpreter (a cache mount is shared by every
+build on a builder, so a tampered entry cannot write outside ``__pycache__`` folders). What
+a well-formed pyc contains is not checked: a builder shared with untrusted builds shares its
+cache mounts with them, so build on one of your own (``--builder``), as its layer cache
+already asks. BuildKit's
 ``--no-cache`` keeps cache mounts, and so this cache (``lockdock build --no-cache`` then
 differs from a normal build in nothing but time, and a later build reuses its layers);
 ``verify-repro`` turns it off (build argument ``PYC_CACHE=off``): both of its builds compile
@@ -25,7 +30,7 @@ import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +44,22 @@ BUILDER_PYC_CACHE = "/var/cache/lockdock/pyc"
 PYC_CACHE_ARG = "PYC_CACHE"
 PYC_CACHE_OFF = "off"
 INDEX = "pycs.json"
+#: A pyc's bytes 4..8: checked-hash (PEP 552), what the installer compiles.
+CHECKED_HASH_FLAGS = (3).to_bytes(4, "little")
 _IDENTITY = (
     "import importlib.util, sys; "
     "sys.stdout.write(importlib.util.MAGIC_NUMBER.hex() + ' ' + sys.implementation.cache_tag)"
 )
+
+
+def _beside(source: str, pyc: str) -> bool:
+    """``pyc`` is ``<source's folder>/__pycache__/<source's stem>.<tag>.pyc``."""
+    folder, _, name = source.rpartition("/")
+    stem = name.removesuffix(".py")
+    prefix = f"{folder}/__pycache__/{stem}." if folder else f"__pycache__/{stem}."
+    rest = pyc.removeprefix(prefix)
+    return (pyc.startswith(prefix) and rest.endswith(".pyc") and "/" not in rest
+            and ".." not in pyc.split("/"))  # fmt: skip
 
 
 def interpreter_identity(python: Path, env: Mapping[str, str]) -> str:
@@ -60,6 +77,10 @@ class PycCache:
     identity: str  # magic number, cache tag, site-packages path
     site_packages: Path
 
+    @property
+    def magic(self) -> bytes:
+        return bytes.fromhex(self.identity.split()[0])
+
     @classmethod
     def open(cls, root: Path, python: Path, site_packages: Path,
              env: Mapping[str, str]) -> PycCache:  # fmt: skip
@@ -71,13 +92,28 @@ class PycCache:
         key = hashlib.sha256(f"{FORMAT}\0{self.identity}\0{wheel_sha256}".encode()).hexdigest()
         return self.root / key
 
-    def lookup(self, wheel_sha256: str) -> dict[str, tuple[str, int]] | None:
-        """source -> (pyc, mode), relative to site-packages; None: not cached (or unreadable)."""
+    def lookup(
+        self, wheel_sha256: str, sources: Collection[str]
+    ) -> dict[str, tuple[str, int]] | None:
+        """source -> (pyc, mode), relative to site-packages; None: not cached, unreadable, or
+        not an entry for these ``sources`` (the wheel's, relative to site-packages).
+
+        A cache mount is shared by every build on the builder: an entry is used only if it
+        names sources of this wheel, each pyc beside its source in ``__pycache__`` with a
+        plain mode, and each pyc is a checked-hash pyc of this interpreter's format."""
+        entry = self.entry(wheel_sha256)
         try:
-            data = json.loads((self.entry(wheel_sha256) / INDEX).read_text(encoding="utf-8"))
-            return {str(src): (str(pyc), int(mode)) for src, (pyc, mode) in data.items()}
-        except (OSError, ValueError, TypeError):
+            data = json.loads((entry / INDEX).read_text(encoding="utf-8"))
+            index = {str(src): (str(pyc), int(mode)) for src, (pyc, mode) in data.items()}
+            for source, (pyc, mode) in index.items():
+                if source not in sources or not _beside(source, pyc) or not 0 <= mode <= 0o777:
+                    return None
+                with open(entry / "files" / pyc, "rb") as handle:
+                    if handle.read(8) != self.magic + CHECKED_HASH_FLAGS:
+                        return None
+        except (OSError, ValueError, TypeError, AttributeError):
             return None
+        return index
 
     def restore(self, wheel_sha256: str, index: Mapping[str, tuple[str, int]]) -> dict[Path, Path]:
         """Copy an entry's pycs into site-packages: source path -> pyc path."""

@@ -425,14 +425,19 @@ def install_wheels(wheels: Sequence[Path], prefix: Path, python: Path, env: dict
                  if len(mine.placements) != len(plan.placements)}  # fmt: skip
     digests = {w: sha for w, sha in (sha256 or {}).items() if w not in contested}
     cache = PycCache.open(pyc_cache, python, scheme.site_packages, env) if pyc_cache else None
-    cached = {
-        plan.wheel: index for plan in plans
-        if cache and plan.wheel in digests
-        and (index := cache.lookup(digests[plan.wheel])) is not None
-    }  # fmt: skip
 
     def compiled(placement: Placement) -> bool:
         return placement.dest.suffix == ".py" and scheme.site_packages in placement.dest.parents
+
+    def sources_of(plan: WheelPlan) -> set[str]:
+        return {p.dest.relative_to(scheme.site_packages).as_posix()
+                for p in plan.placements if compiled(p)}  # fmt: skip
+
+    cached = {
+        plan.wheel: index for plan in plans
+        if cache and plan.wheel in digests
+        and (index := cache.lookup(digests[plan.wheel], sources_of(plan))) is not None
+    }  # fmt: skip
 
     def first(placement: Placement) -> bool:  # a wheel's own pycs, before compiling replaces them
         return compiled(placement) or placement.dest.suffix == ".pyc"
