@@ -142,6 +142,16 @@ def write_texts_atomic(texts: dict[Path, str], originals: dict[Path, str]) -> No
                 os.unlink(tmp)
 
 
+def replace_file(path: Path, data: bytes, mode: int) -> None:
+    """``path`` := ``data`` with ``mode``, as a new file: the old one is unlinked first, so
+    writing never goes through a hard link into another copy (rattler's package cache, a
+    conda package's file)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    path.write_bytes(data)
+    os.chmod(path, mode)
+
+
 def write_fixed_time_tree(root: Path, files: dict[str, bytes], when: int) -> None:
     """``root`` (replaced) holding only ``files`` (relative path -> content, mode 0644) and
     their folders (0755), every one timed ``when``: a tree ``COPY --link`` turns into the same

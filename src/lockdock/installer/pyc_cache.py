@@ -23,7 +23,6 @@ Standard library only: part of the installer.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lockdock.errors import InstallError
+from lockdock.fsutil import replace_file
 from lockdock.progress import say
 
 FORMAT = "lockdock-pyc-1"
@@ -122,10 +122,7 @@ class PycCache:
         for source, (pyc, mode) in sorted(index.items()):
             target = site / pyc
             target.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-            shutil.copyfile(entry / pyc, target)
-            os.chmod(target, mode)
+            replace_file(target, (entry / pyc).read_bytes(), mode)
             restored[site / source] = target
         return restored
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lockdock.errors import InstallError, IntegrityError
+from lockdock.fsutil import replace_file
 from lockdock.installer.pyc_cache import PycCache
 from lockdock.progress import say
 
@@ -253,17 +254,19 @@ def entry_point_script(target: str, python: Path) -> bytes:
 # --- acting ----------------------------------------------------------------------------
 
 
+def record_hash(data: bytes) -> str:
+    """A ``RECORD`` row's hash field: ``sha256=`` + urlsafe base64 without padding."""
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(
+        b"=").decode()
+
+
 def _record_row(path: Path, data: bytes | None = None) -> tuple[str, str]:
     data = path.read_bytes() if data is None else data
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"sha256={digest}", str(len(data))
+    return record_hash(data), str(len(data))
 
 
 def _write(path: Path, data: bytes, executable: bool) -> None:
-    if path.is_symlink() or path.exists():
-        path.unlink()  # never write through a hard link into rattler's (or a conda) file
-    path.write_bytes(data)
-    os.chmod(path, 0o755 if executable else 0o644)
+    replace_file(path, data, 0o755 if executable else 0o644)
 
 
 _handles = threading.local()
@@ -465,4 +468,7 @@ def install_wheels(wheels: Sequence[Path], prefix: Path, python: Path, env: dict
         finish_wheel(plan, scheme, pycs)
 
 
-__all__ = ["Scheme", "WheelPlan", "entry_point_script", "install_wheels", "plan_wheel", "shebang"]
+__all__ = [
+    "Scheme", "WheelPlan", "entry_point_script", "install_wheels", "plan_wheel", "record_hash",
+    "shebang",
+]

@@ -170,8 +170,9 @@ def make_wheel(
     ``modules`` maps file paths inside the wheel (``pkg/__init__.py``) to their text;
     ``console_scripts`` maps a script name to ``module:function``.
     """
-    import base64
     import zipfile
+
+    from lockdock.installer.wheel_install import record_hash
 
     dist = f"{name.replace('-', '_')}-{version}.dist-info"
     files: dict[str, bytes] = {path: text.encode() for path, text in sorted(modules.items())}
@@ -187,8 +188,7 @@ def make_wheel(
         files[f"{dist}/entry_points.txt"] = f"[console_scripts]\n{lines}".encode()
     record = []
     for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
+        record.append(f"{path},{record_hash(data)},{len(data)}")
     record.append(f"{dist}/RECORD,,")
     files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
     dest.mkdir(parents=True, exist_ok=True)
