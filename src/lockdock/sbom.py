@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import posixpath
 import re
+import sys
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -226,6 +228,45 @@ def render(bom: Any) -> str:
     return text
 
 
+IRI_RULES = {"iri": "iri", "iri-reference": "iri_reference"}
+
+
+def _import_jsonschema_without_eager_iri_grammars() -> None:
+    """Import jsonschema with its ``iri`` and ``iri-reference`` checks importing rfc3987-syntax
+    on first use: importing jsonschema imports rfc3987-syntax when it is installed, and that
+    import builds 38 Earley grammars, about 2 s of every ``lockdock build`` (the SBOM is
+    validated each time) for checks that only non-ASCII strings reach (``_iri_reference``).
+
+    The same checks are registered on the draft checkers, so every validator in the process
+    checks IRIs as jsonschema would have. Nothing to do when jsonschema is already imported,
+    when rfc3987-syntax is (the grammars are built) or absent (jsonschema checks no IRIs
+    then), or when jsonschema took its IRI checks from the ``rfc3987`` package instead."""
+    if ("jsonschema" in sys.modules or "rfc3987_syntax" in sys.modules
+            or importlib.util.find_spec("rfc3987_syntax") is None):  # fmt: skip
+        return
+    sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # import: ImportError
+    try:
+        import jsonschema
+    finally:
+        del sys.modules["rfc3987_syntax"]
+
+    def check(rule: str) -> Any:
+        def conforms(instance: object) -> bool:
+            if not isinstance(instance, str):
+                return True
+            from rfc3987_syntax import is_valid_syntax
+
+            return bool(is_valid_syntax(rule, instance))
+
+        return conforms
+
+    for validator in (jsonschema.Draft7Validator, jsonschema.Draft201909Validator,
+                      jsonschema.Draft202012Validator):  # fmt: skip
+        for fmt, rule in IRI_RULES.items():
+            if fmt not in validator.FORMAT_CHECKER.checkers:
+                validator.FORMAT_CHECKER.checks(fmt, raises=ValueError)(check(rule))
+
+
 @functools.cache
 def _schema_validator() -> Any:
     """cyclonedx-python-lib's strict 1.6 validator (same schema files, same registry), with
@@ -237,6 +278,7 @@ def _schema_validator() -> Any:
     still go through the full IRI grammar. Tests also validate with the library's validator
     as is, on real locks.
     """
+    _import_jsonschema_without_eager_iri_grammars()
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
     from jsonschema import Draft7Validator, FormatChecker

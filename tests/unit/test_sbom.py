@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,6 +157,37 @@ def test_schema_violations_are_caught(tmp_path: Path) -> None:
     bom["components"][0]["externalReferences"][0]["url"] = "http://127.0.0.1:8765/c d/x y"
     errors = list(sbom._schema_validator().iter_errors(bom))
     assert errors and "c d/x y" in errors[0].message and "url" in errors[0].absolute_path
+
+
+def test_validation_builds_no_iri_grammar_for_ascii_and_still_checks_non_ascii(
+    tmp_path: Path,
+) -> None:
+    """Importing jsonschema as is builds rfc3987-syntax's 38 grammars (about 2 s of every
+    build); the SBOM's validation imports it only when a non-ASCII IRI needs the grammar,
+    and jsonschema's own checkers still reject what the grammar rejects. A fresh
+    interpreter: this one may have imported jsonschema already."""
+    lock = _tiny_lock(tmp_path, "http://127.0.0.1:8765/c/noarch/tiny-1.0-h0_0.conda")
+    script = f"""
+import sys
+from lockdock import sbom
+sbom.sbom_json({str(lock)!r}, "linux-64")
+print("after ascii:", "rfc3987_syntax" in sys.modules)
+from jsonschema import Draft7Validator, Draft202012Validator
+for validator in (Draft7Validator, Draft202012Validator):
+    checker = validator.FORMAT_CHECKER
+    print(checker.conforms("http://h/\u00e4", "iri-reference"),
+          checker.conforms("http://h/\u00e4 b", "iri-reference"),
+          checker.conforms("http://h/\u00e4", "iri"), checker.conforms("rel/\u00e4", "iri"))
+print("after non-ascii:", "rfc3987_syntax" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    assert done.stdout.splitlines() == [
+        "after ascii: False",
+        "True False True False",
+        "True False True False",
+        "after non-ascii: True",
+    ], done.stderr
 
 
 def test_cli_writes_the_sbom_and_rejects_an_unlocked_platform(
