@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lockdock.errors import BuildError
-from lockdock.installer import install
+from lockdock.installer import install, layer_plan
 from lockdock.installer import prefix as prefix_mod
 from lockdock.installer.layer_plan import (
     FIRST_BUCKET_SLOT,
@@ -200,6 +200,43 @@ def test_one_package_relock_changes_its_bucket_and_the_shared_slot_only(
         digests.append({s: slot_digest(out / slot_dir(s)) for s in range(SLOTS)})
     changed = {s for s in range(SLOTS) if digests[0][s] != digests[1][s]}
     assert changed == {SHARED_SLOT, bucket_of("conda:hello")}
+
+
+def test_a_package_over_part_bytes_is_split_into_byte_stable_parts(
+    locks: Locks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The packaged CPython stands in for torch: with parts of 4 MiB it takes MAX_PARTS
+    consecutive solo slots, each holding some of its files, together all of them; and the
+    parts' bytes do not change when another package is bumped."""
+    monkeypatch.setattr(layer_plan, "PART_BYTES", 4 * 1024 * 1024)
+    prefix, store = tmp_path / "root/env", tmp_path / "store"
+    digests, reports = [], []
+    for lock, out in ((locks.old, tmp_path / "a"), (locks.new, tmp_path / "b")):
+        _install(lock, prefix, store)
+        write_slots(prefix, out, root=tmp_path / "root", source_date_epoch=BUILD_TIMESTAMP)
+        digests.append({s: slot_digest(out / slot_dir(s)) for s in range(SLOTS)})
+        reports.append(report(out))
+    python = [e for e in reports[0]["slots"]
+              if any(p["name"] == "python" for p in e["packages"])]  # fmt: skip
+    assert len(python) == layer_plan.MAX_PARTS
+    assert [int(e["slot"]) for e in python] == list(range(int(python[0]["slot"]),
+                                                          int(python[0]["slot"]) + 4))
+    assert all(e["files"] > 0 and e["installed_bytes"] > 0 for e in python)
+    installed = sum(e["installed_bytes"] for e in python)
+    assert installed == sum(p.lstat().st_size for p in _owned_by(prefix, "python"))
+    changed = {s for s in range(SLOTS) if digests[0][s] != digests[1][s]}
+    assert changed == {SHARED_SLOT, bucket_of("conda:hello")}
+
+
+def _owned_by(prefix: Path, name: str) -> list[Path]:
+    """The files and symlinks python's conda-meta record lists, and their pycs."""
+    record = next((prefix / "conda-meta").glob(f"{name}-[0-9]*.json"))
+    listed = {prefix / f for f in json.loads(record.read_text())["files"]} | {record}
+    pycs = {p for p in prefix.rglob("*.pyc")
+            if layer_plan.pyc_source(p.relative_to(prefix).as_posix()) is not None
+            and prefix / str(layer_plan.pyc_source(p.relative_to(prefix).as_posix())) in listed
+            and p not in listed}  # fmt: skip
+    return sorted(listed | pycs)
 
 
 def test_clobber_overwrite_and_empty_package_outcomes(locks: Locks, tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ from lockdock.installer.layer_plan import (
     BUCKETS,
     FIRST_BUCKET_SLOT,
     FIRST_SOLO_SLOT,
+    MAX_PARTS,
+    PART_BYTES,
     SHARED_SLOT,
     SLOTS,
     SOLO_MIN_BYTES,
@@ -23,6 +25,8 @@ from lockdock.installer.layer_plan import (
     bucket_of,
     clamp,
     dockerfile_copy_lines,
+    part_count,
+    plan_parts,
     plan_slots,
     pyc_source,
 )
@@ -90,12 +94,46 @@ def test_large_owners_get_solo_slots_in_name_order() -> None:
     sizes = {"pip:torch": 900 * MIB, "conda:python": 100 * MIB, "conda:hello": 10,
              "conda:edge": SOLO_MIN_BYTES, "conda:below": SOLO_MIN_BYTES - 1}  # fmt: skip
     plan = plan_slots(sizes)
-    assert plan["conda:edge"] == FIRST_SOLO_SLOT
-    assert plan["conda:python"] == FIRST_SOLO_SLOT + 1
-    assert plan["pip:torch"] == FIRST_SOLO_SLOT + 2
-    assert plan["conda:hello"] == bucket_of("conda:hello")
-    assert plan["conda:below"] == bucket_of("conda:below")
-    assert max(plan.values()) < SLOTS and SHARED_SLOT not in plan.values()
+    assert plan["conda:edge"] == (FIRST_SOLO_SLOT,)
+    assert plan["conda:python"] == (FIRST_SOLO_SLOT + 1,)
+    assert plan["pip:torch"] == (FIRST_SOLO_SLOT + 2, FIRST_SOLO_SLOT + 3)  # 900 MiB: 2 parts
+    assert plan["conda:hello"] == (bucket_of("conda:hello"),)
+    assert plan["conda:below"] == (bucket_of("conda:below"),)
+    used = [slot for slots in plan.values() for slot in slots]
+    assert max(used) < SLOTS and SHARED_SLOT not in used
+
+
+def test_owners_over_part_bytes_take_one_slot_per_part_begun_at_most_max_parts() -> None:
+    assert [part_count(n) for n in (SOLO_MIN_BYTES, PART_BYTES, PART_BYTES + 1,
+                                    2 * PART_BYTES, 2 * PART_BYTES + 1, 100 * PART_BYTES)] == [
+        1, 1, 2, 2, 3, MAX_PARTS]  # fmt: skip
+    sizes = {"conda:cuda": 5 * PART_BYTES, "conda:a": 40 * MIB, "pip:torch": 2 * PART_BYTES}
+    plan = plan_slots(sizes)
+    assert plan["conda:a"] == (0,) and plan["conda:cuda"] == (1, 2, 3, 4)
+    assert plan["pip:torch"] == (5, 6)
+
+
+def test_parts_balance_bytes_largest_first_and_depend_on_the_owners_files_alone() -> None:
+    files = {"lib/libtorch_cpu.so": 434 * MIB, "lib/libc10.so": 90 * MIB,
+             "lib/libgomp.so": 60 * MIB, "a.py": 10, "b.py": 10, "c.py": 30}  # fmt: skip
+    parts = plan_parts(files, 2)
+    assert parts["lib/libtorch_cpu.so"] == 0
+    assert {p for p, part in parts.items() if part == 1} >= {"lib/libc10.so", "lib/libgomp.so"}
+    assert parts["c.py"] == 1 and parts["a.py"] == 1 and parts["b.py"] == 1
+    assert plan_parts(dict(reversed(files.items())), 2) == parts  # not the listing order
+    assert set(plan_parts(files, 4).values()) == {0, 1, 2, 3}
+    assert plan_parts({"x": 5, "y": 5}, 2) == {"x": 0, "y": 1}  # equal sizes: path order
+
+
+def test_parts_count_against_the_solo_budget() -> None:
+    sizes = {f"conda:big{i:02d}": 3 * PART_BYTES for i in range(SOLO_SLOTS // 3)}
+    assert plan_slots(sizes)  # 3 parts each: exactly the budget or less
+    sizes["conda:big99"] = 3 * PART_BYTES + MIB
+    with pytest.raises(BuildError) as caught:
+        plan_slots(sizes)
+    message = str(caught.value)
+    assert caught.value.exit_code == 10 and "take up to 4 each" in message
+    assert "conda:big12 (" in message and "conda:big99" not in message.split("fit:")[1]
 
 
 def test_more_large_owners_than_solo_slots_fail_naming_those_beyond_and_what_fits() -> None:
@@ -114,9 +152,10 @@ def test_more_large_owners_than_solo_slots_fail_naming_those_beyond_and_what_fit
     # 104.5 MiB is the largest that does not fit: from 105 MiB on, exactly `solo` qualify
     assert "`solo-layer-mib = 105`" in message and "SOLO_LAYER_MIB=105" in message
     plan = plan_slots(sizes, solo_min_bytes=105 * MIB)
-    assert sorted(k for k, s in plan.items() if s < FIRST_BUCKET_SLOT) == sorted(
+    assert sorted(k for k, s in plan.items() if s[0] < FIRST_BUCKET_SLOT) == sorted(
         f"conda:big{i:03d}" for i in range(5, solo + 5))
-    assert max(plan.values()) < SHARED_SLOT and len(set(plan.values())) <= SOLO_SLOTS + BUCKETS
+    used = [slot for slots in plan.values() for slot in slots]
+    assert max(used) < SHARED_SLOT and len(set(used)) <= SOLO_SLOTS + BUCKETS
     with pytest.raises(ValueError):
         plan_slots(sizes, slots=FIRST_SOLO_SLOT - 1)
 

@@ -24,7 +24,13 @@ The rule (documented in the README, "Layers"):
   bytes depend on that package build only); the others share ``BUCKETS`` buckets, chosen by
   the sha256 of the owner's key (``conda:<name>`` / ``pip:<name>``, not its version), so a
   relock that bumps one small package changes that package's bucket and the shared slot only;
-- when more owners reach the threshold than there are solo slots, the build fails (exit 10)
+- an owner of more than ``PART_BYTES`` gets ``part_count`` consecutive solo slots, its
+  *parts* (``plan_parts``: largest file first, each to the part holding the fewest bytes so
+  far): BuildKit compresses the layers of an image in parallel, registries take and clients
+  fetch several at once, and a 1 GB layer is one serial stream (the torch wheel's layer was
+  20 s of the cold build's gzip export alone, the two parts 10 s). The parts depend on the
+  owner's own files alone, so each part is as byte-stable as a solo slot;
+- when the large owners need more slots than there are solo slots, the build fails (exit 10)
   naming the owners that do not fit and the threshold at which they would: merging a large
   package into a bucket silently would tie its bytes to its neighbours' versions, the very
   thing the split is for. The threshold is the flavor's ``solo-layer-mib`` (flavor.toml),
@@ -66,6 +72,10 @@ MIB = 1024 * 1024
 #: Installed size from which an owner gets a solo slot (32 MiB: in a torch image that is
 #: torch, python, numpy and the large native libraries; everything else is buckets).
 SOLO_MIN_BYTES = 32 * MIB
+#: An owner of more installed bytes than this is split over several solo slots, its parts.
+PART_BYTES = 512 * MIB
+#: At most this many parts per owner (a 2 GB CUDA library: 4 layers of about 512 MiB).
+MAX_PARTS = 4
 #: The builder stage's build argument for a flavor's own threshold in MiB (flavor.toml
 #: ``solo-layer-mib``; unset: ``SOLO_MIN_BYTES``). images/base/build/install-env reads it.
 SOLO_LAYER_ARG = "SOLO_LAYER_MIB"
@@ -174,27 +184,52 @@ def bucket_of(key: str) -> int:
     return FIRST_BUCKET_SLOT + int.from_bytes(digest[:8], "big") % BUCKETS
 
 
+def part_count(size: int) -> int:
+    """How many solo slots an owner of ``size`` installed bytes takes: 1 up to
+    ``PART_BYTES``, then one per ``PART_BYTES`` begun, at most ``MAX_PARTS``."""
+    return 1 if size <= PART_BYTES else min(MAX_PARTS, -(-size // PART_BYTES))
+
+
+def plan_parts(files: Mapping[str, int], parts: int) -> dict[str, int]:
+    """Path -> part (0 .. parts-1) of one owner's files (path -> size): the largest file first
+    (paths in order among equal sizes), each to the part with the fewest bytes so far (the
+    lowest part among equals). Pure, and a function of the owner's own files alone."""
+    loads = [0] * parts
+    placed: dict[str, int] = {}
+    for path in sorted(files, key=lambda p: (-files[p], p)):
+        part = min(range(parts), key=lambda i: (loads[i], i))
+        placed[path] = part
+        loads[part] += files[path]
+    return placed
+
+
 def plan_slots(
     sizes: Mapping[str, int],
     *,
     solo_min_bytes: int = SOLO_MIN_BYTES,
     slots: int = SLOTS,
-) -> dict[str, int]:
-    """Owner key -> slot. Large owners get solo slots in name order; the rest, buckets.
+) -> dict[str, tuple[int, ...]]:
+    """Owner key -> its slots. Large owners get solo slots in name order (``part_count``
+    consecutive ones each); the rest, one bucket each.
 
-    More owners of ``solo_min_bytes`` or more than there are solo slots: BuildError (exit 10)
-    naming those beyond the budget (the smallest of them) and the threshold that fits.
+    Large owners needing more slots than there are solo slots: BuildError (exit 10) naming
+    those beyond the budget (the smallest of them) and the threshold that fits.
     """
     solo_count = slots - BUCKETS - 1
     if solo_count < 0:
         raise ValueError(f"{slots} slots cannot hold the shared slot and {BUCKETS} buckets")
     large = sorted((k for k, size in sizes.items() if size >= solo_min_bytes),
                    key=lambda k: (-sizes[k], k))  # fmt: skip
-    if len(large) > solo_count:
+    if sum(part_count(sizes[k]) for k in large) > solo_count:
         raise over_budget(large, sizes, solo_count, solo_min_bytes)
-    plan = {key: FIRST_SOLO_SLOT + index for index, key in enumerate(sorted(large))}
+    plan: dict[str, tuple[int, ...]] = {}
+    next_slot = FIRST_SOLO_SLOT
+    for key in sorted(large):
+        count = part_count(sizes[key])
+        plan[key] = tuple(range(next_slot, next_slot + count))
+        next_slot += count
     for key in sizes:
-        plan.setdefault(key, bucket_of(key))
+        plan.setdefault(key, (bucket_of(key),))
     return plan
 
 
@@ -202,18 +237,27 @@ def over_budget(
     large: list[str], sizes: Mapping[str, int], solo_count: int, solo_min_bytes: int
 ) -> BuildError:
     """The layer-budget error: ``large`` is sorted largest first."""
-    beyond = large[solo_count:]
-    fits = sizes[large[solo_count]] // MIB + 1  # the first size that leaves solo_count owners
+    needed, fitting = 0, 0
+    for key in large:
+        needed += part_count(sizes[key])
+        if needed > solo_count:
+            break
+        fitting += 1
+    beyond = large[fitting:]
+    fits = sizes[large[fitting]] // MIB + 1  # the first size that leaves the fitting owners
     listing = ", ".join(f"{key} ({sizes[key] / MIB:.1f} MiB)" for key in beyond[:20])
     more = f" and {len(beyond) - 20} more" if len(beyond) > 20 else ""
+    total = sum(part_count(sizes[key]) for key in large)
+    parts = (f" (those over {PART_BYTES // MIB} MiB take up to {MAX_PARTS} each: {total} "
+             "slots)" if total != len(large) else "")  # fmt: skip
     return BuildError(
         f"Layer budget exceeded: {len(large)} packages are installed at "
-        f"{solo_min_bytes / MIB:g} MiB or more, but the image has {solo_count} solo layer "
-        f"slots; these do not fit: {listing}{more}. Each large package keeps its own layer "
-        "so that its bytes stay shared across relocks and flavors, and lockdock does not merge "
-        f"one into a bucket behind your back. Raise the threshold to {fits} MiB or more: "
-        f"`solo-layer-mib = {fits}` in the flavor's flavor.toml (plain `docker build`: "
-        f"--build-arg {SOLO_LAYER_ARG}={fits})."
+        f"{solo_min_bytes / MIB:g} MiB or more{parts}, but the image has {solo_count} solo "
+        f"layer slots; these do not fit: {listing}{more}. Each large package keeps its own "
+        "layers so that their bytes stay shared across relocks and flavors, and lockdock does "
+        "not merge one into a bucket behind your back. Raise the threshold to "
+        f"{fits} MiB or more: `solo-layer-mib = {fits}` in the flavor's flavor.toml (plain "
+        f"`docker build`: --build-arg {SOLO_LAYER_ARG}={fits})."
     )
 
 

@@ -54,6 +54,7 @@ from lockdock.installer.layer_plan import (
     Owner,
     assign_owners,
     clamp,
+    plan_parts,
     plan_slots,
     slot_dir,
 )
@@ -196,8 +197,9 @@ class Split:
     placed: dict[str, int]  # path -> slot
     owner: dict[str, str | None]  # path -> owner key (None: shared)
     sizes: dict[str, int]  # owner key -> installed bytes
-    files: dict[str, int]  # owner key -> files and symlinks
     shared: list[str]
+    slot_bytes: list[int]  # slot -> installed bytes of its packages' files (parts: theirs)
+    slot_files: list[int]  # slot -> its packages' files and symlinks
 
 
 def plan_split(
@@ -213,18 +215,30 @@ def plan_split(
             f"(lockdock.installer.layer_plan.UNOWNED_FILES): {_listing(ownership.unowned)}."
         )
     sizes = {key: 0 for key in owners.owners}
-    counts = {key: 0 for key in owners.owners}
     for path, key in ownership.owner.items():
         if key is not None:
             sizes[key] += entries[path].st_size
-            counts[key] += 1
-    slot_of = plan_slots(sizes, solo_min_bytes=solo_min_bytes)
+    slots_of = plan_slots(sizes, solo_min_bytes=solo_min_bytes)
     slots: dict[int, list[str]] = {s: [] for s in range(SLOTS)}
-    for key in sorted(slot_of):
-        slots[slot_of[key]].append(key)
-    placed = {path: SHARED_SLOT if key is None else slot_of[key]
+    for key in sorted(slots_of):
+        for slot in slots_of[key]:
+            slots[slot].append(key)
+    files_of: dict[str, dict[str, int]] = {key: {} for key, own in slots_of.items()
+                                           if len(own) > 1}  # fmt: skip
+    for path, key in ownership.owner.items():
+        if key in files_of:
+            files_of[key][path] = entries[path].st_size
+    part_of = {path: part for key, files in files_of.items()
+               for path, part in plan_parts(files, len(slots_of[key])).items()}  # fmt: skip
+    placed = {path: SHARED_SLOT if key is None else slots_of[key][part_of.get(path, 0)]
               for path, key in ownership.owner.items()}  # fmt: skip
-    split = Split(slots, placed, ownership.owner, sizes, counts, ownership.shared)
+    slot_bytes, slot_files = [0] * SLOTS, [0] * SLOTS
+    for path, key in ownership.owner.items():
+        if key is not None:
+            slot_bytes[placed[path]] += entries[path].st_size
+            slot_files[placed[path]] += 1
+    split = Split(slots, placed, ownership.owner, sizes, ownership.shared,
+                  slot_bytes, slot_files)  # fmt: skip
     return split, owners, entries, directories
 
 
@@ -338,8 +352,8 @@ def report_json(split: Split, owners: Owners, prefix: Path, manifest_sha256: str
         slots.append({
             "slot": slot_dir(slot),
             "packages": [_describe(owners.owners[k]) for k in keys],
-            "files": sum(split.files[k] for k in keys),
-            "installed_bytes": sum(split.sizes[k] for k in keys),
+            "files": split.slot_files[slot],
+            "installed_bytes": split.slot_bytes[slot],
         })  # fmt: skip
     shared = slots[SHARED_SLOT]
     shared["shared_paths"] = list(split.shared)
