@@ -1,5 +1,6 @@
 """Image build benchmark: cold build, no-op, non-environment change and one-package relock
-rebuilds, bytes pushed after the relock, install vs raw decompression, gzip vs zstd.
+rebuilds, bytes pushed after the relock, install vs raw decompression, gzip vs zstd (size,
+cold build, push to an empty registry).
 
 Runs the demo project (``lockdock.testing.demo``: the local channel with the packaged CPython,
 pip torch CPU) on the debootstrap base image; needs root, the engine and its registry
@@ -18,15 +19,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lockdock.context import resolve_flavor
@@ -111,6 +115,36 @@ def manifest_layers(reference: str) -> list[tuple[str, int]]:
     return [(layer["digest"], int(layer["size"])) for layer in raw["layers"]]
 
 
+@contextlib.contextmanager
+def empty_registry(storage: Path) -> Iterator[str]:
+    """A throwaway registry (Debian's docker-registry, as ``ci/engine`` starts) on a free
+    loopback port with empty storage, for push times: the engine's registry already holds
+    every blob of an earlier run, and a push there uploads nothing (dockerd also mounts
+    blobs it has pushed to another repository of the same registry)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    storage.mkdir(parents=True)
+    config = storage / "registry.yml"
+    config.write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+                      f"    rootdirectory: {storage}/data\nhttp:\n  addr: {address}\n")
+    server = subprocess.Popen(["docker-registry", "serve", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"http://{address}/v2/", timeout=1).close()
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"the throwaway registry on {address} did not answer")
+        yield address
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(storage, ignore_errors=True)
+
+
 def push(local: str, remote: str) -> float:
     _docker("tag", local, remote)
     return _timed(lambda: _docker("push", remote))
@@ -190,11 +224,12 @@ def main() -> int:
             _docker("builder", "prune", "--all", "--force")
             record(f"cold build, {compression}",
                    _timed(lambda: build(force=True, no_cache=True, compression=compression)))
-            remote = f"{REGISTRY}/{NAME}-{compression}"
-            record(f"push to the local registry, {compression}",
-                   push(build(compression=compression).reference, f"{remote}:old-{run}"))
-            sizes[f"image, {compression}"] = sum(
-                s for _, s in manifest_layers(f"{remote}:old-{run}"))
+            with empty_registry(Path(tmp) / f"registry-{compression}-{run}") as registry:
+                remote = f"{registry}/{NAME}-{compression}:old"
+                record(f"push to an empty local registry, {compression}",
+                       push(build(compression=compression).reference, remote))
+                sizes[f"image, {compression}"] = sum(s for _, s in manifest_layers(remote))
+                _docker("image", "rm", remote)
         first, *others = compressions
         for run in range(args.repeat):
             use(old_lock, old_env)
