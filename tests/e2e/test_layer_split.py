@@ -30,7 +30,8 @@ from lockdock.installer.layer_plan import (
     slot_dir,
 )
 from lockdock.installer.layers import main as layers_main
-from lockdock.installer.layers import prefix_manifest_sha256, write_slots
+from lockdock.installer.layers import write_slots
+from lockdock.installer.prefix_manifest import prefix_manifest_sha256
 from lockdock.testing import ChannelServer, FakePackage, build_channel
 from lockdock.testing.channel import BUILD_TIMESTAMP
 from lockdock.testing.installs import (

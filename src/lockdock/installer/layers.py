@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import email.parser
 import errno
 import filecmp
-import hashlib
 import json
 import os
 import shutil
@@ -58,7 +56,13 @@ from lockdock.installer.layer_plan import (
     plan_slots,
     slot_dir,
 )
-from lockdock.installer.prefix import CONDA_META, canonical_pip_name
+from lockdock.installer.prefix import (
+    CONDA_META,
+    conda_listed_files,
+    conda_records,
+    pip_distributions,
+)
+from lockdock.installer.prefix_manifest import Walked, prefix_manifest_sha256, walk
 
 #: How many paths an error message lists before "and N more".
 LISTED = 20
@@ -84,40 +88,34 @@ def read_owners(prefix: Path) -> Owners:
     owners: dict[str, Owner] = {}
     conda: dict[str, list[str]] = {}
     pip: dict[str, list[str]] = {}
-    for record_path in sorted((prefix / CONDA_META).glob("*.json")):
+    records = conda_records(prefix)
+    for record_path, record in records:
         try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
             owner = Owner("conda", str(record["name"]), str(record["version"]),
                           str(record.get("build", "")), _timestamp(record.get("timestamp")))
-        except (OSError, ValueError, KeyError) as error:
+        except KeyError as error:
             raise BuildError(
-                f"Layer split of {prefix}: unreadable conda record {record_path}: {error}."
+                f"Layer split of {prefix}: conda record {record_path} has no {error}."
             ) from None
         owners[owner.key] = owner
-        files = [str(f) for f in record.get("files") or []]
+        files = [str(f) for f in record.get("files") or []]  # type: ignore[attr-defined]
         conda[owner.key] = [*files, f"{CONDA_META}/{record_path.name}"]
-    conda_listed = {p for paths in conda.values() for p in paths}
-    parser = email.parser.HeaderParser()
-    for site in sorted(prefix.glob("lib/python3*/site-packages")):
-        for dist in sorted(site.glob("*.dist-info")):
-            record_file, metadata = dist / "RECORD", dist / "METADATA"
-            if metadata.relative_to(prefix).as_posix() in conda_listed:
-                continue  # a conda package's own dist-info
-            if not record_file.is_file() or not metadata.is_file():
-                raise BuildError(
-                    f"Layer split of {prefix}: pip distribution {dist} has no RECORD or "
-                    "METADATA, so its files cannot be attributed to it."
-                )
-            headers = parser.parsestr(metadata.read_text(encoding="utf-8", errors="replace"))
-            owner = Owner("pip", canonical_pip_name(str(headers["Name"])), str(headers["Version"]))
-            owners[owner.key] = owner
-            base = site.relative_to(prefix).as_posix()
-            listed = []
-            for line in record_file.read_text(encoding="utf-8").splitlines():
-                name = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
-                if name:
-                    listed.append(f"{base}/{name}")
-            pip.setdefault(owner.key, []).extend(listed)
+    for dist in pip_distributions(prefix, conda_listed_files(records)):
+        record_file = dist.dist_info / "RECORD"
+        if dist.name is None or dist.version is None or not record_file.is_file():
+            raise BuildError(
+                f"Layer split of {prefix}: pip distribution {dist.dist_info} has no RECORD or "
+                "METADATA, so its files cannot be attributed to it."
+            )
+        owner = Owner("pip", dist.name, dist.version)
+        owners[owner.key] = owner
+        base = dist.dist_info.parent.relative_to(prefix).as_posix()
+        listed = []
+        for line in record_file.read_text(encoding="utf-8").splitlines():
+            name = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
+            if name:
+                listed.append(f"{base}/{name}")
+        pip.setdefault(owner.key, []).extend(listed)
     return Owners(owners, conda, pip)
 
 
@@ -126,64 +124,6 @@ def _timestamp(value: object) -> int | None:
         return int(value) if value is not None else None  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return None
-
-
-# --- walking the prefix ------------------------------------------------------------------
-
-
-def walk(prefix: Path) -> tuple[dict[str, os.stat_result], dict[str, os.stat_result]]:
-    """(files and symlinks, directories) of ``prefix``: relative posix path -> lstat.
-    Plain strings, not Path objects: a torch prefix has 24,000 entries."""
-    entries: dict[str, os.stat_result] = {}
-    directories: dict[str, os.stat_result] = {}
-    top = os.fspath(prefix)
-    cut = len(top.rstrip("/")) + 1
-    for directory, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            path = os.path.join(directory, name)
-            info = os.lstat(path)
-            (directories if stat.S_ISDIR(info.st_mode) else entries)[path[cut:]] = info
-    return entries, directories
-
-
-def prefix_manifest_sha256(
-    prefix: Path, *, jobs: int = 4,
-    walked: tuple[dict[str, os.stat_result], dict[str, os.stat_result]] | None = None,
-) -> str:  # fmt: skip
-    """sha256 of the prefix's canonical manifest: every path, its kind and mode, each file's
-    sha256, each symlink's target. Recorded at split time from the verified prefix, so the
-    image's environment can be checked byte for byte against it (``--manifest-of``).
-    ``walked``: the split's own ``walk(prefix)``, not repeated."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    entries, directories = walked or walk(prefix)
-    top = os.fspath(prefix)
-
-    def digest(rel: str) -> str:
-        info = entries[rel]
-        path = os.path.join(top, rel)
-        if stat.S_ISLNK(info.st_mode):
-            return f"symlink {os.readlink(path)}"
-        content = hashlib.sha256()
-        with open(path, "rb") as handle:  # not file_digest: the base may be 3.10
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                content.update(block)
-        return f"file {stat.S_IMODE(info.st_mode):o} {content.hexdigest()}"
-
-    def digests(batch: list[str]) -> list[str]:
-        return [digest(rel) for rel in batch]
-
-    files = sorted(entries)
-    batches = [files[i : i + 256] for i in range(0, len(files), 256)]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # hashlib releases the GIL
-        described = dict(zip(files, (d for b in pool.map(digests, batches) for d in b),
-                             strict=True))  # fmt: skip
-    for rel, info in directories.items():
-        described[rel] = f"dir {stat.S_IMODE(info.st_mode):o}"
-    total = hashlib.sha256()
-    for rel in sorted(described):
-        total.update(f"{rel}\0{described[rel]}\n".encode("utf-8", "surrogateescape"))
-    return total.hexdigest()
 
 
 # --- writing the slots --------------------------------------------------------------------
@@ -204,7 +144,7 @@ class Split:
 
 def plan_split(
     prefix: Path, *, solo_min_bytes: int = SOLO_MIN_BYTES
-) -> tuple[Split, Owners, dict[str, os.stat_result], dict[str, os.stat_result]]:
+) -> tuple[Split, Owners, Walked]:
     owners = read_owners(prefix)
     entries, directories = walk(prefix)
     ownership = assign_owners(entries, owners.conda, owners.pip)
@@ -239,7 +179,7 @@ def plan_split(
             slot_files[placed[path]] += 1
     split = Split(slots, placed, ownership.owner, sizes, ownership.shared,
                   slot_bytes, slot_files)  # fmt: skip
-    return split, owners, entries, directories
+    return split, owners, (entries, directories)
 
 
 def _place(source: str, dest: str, info: os.stat_result, when: int) -> None:
@@ -286,7 +226,7 @@ def write_slots(
         inside = prefix.relative_to(root)
     except ValueError:
         raise BuildError(f"Layer split: prefix {prefix} is not under the root {root}.") from None
-    split, owners, entries, directories = plan_split(prefix, solo_min_bytes=solo_min_bytes)
+    split, owners, (entries, directories) = plan_split(prefix, solo_min_bytes=solo_min_bytes)
     if out.exists():
         shutil.rmtree(out)
     try:

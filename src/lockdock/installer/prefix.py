@@ -183,12 +183,13 @@ class PrefixContents:
     incomplete: bool
 
 
-def _conda_records(prefix: Path) -> list[dict[str, object]]:
+def conda_records(prefix: Path) -> list[tuple[Path, dict[str, object]]]:
+    """(record file, record) of every ``conda-meta/*.json``, by file name."""
     meta = prefix / CONDA_META
     records = []
     for path in sorted(meta.glob("*.json")) if meta.is_dir() else ():
         try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
+            records.append((path, json.loads(path.read_text(encoding="utf-8"))))
         except (OSError, ValueError) as error:
             raise IntegrityError(
                 f"Prefix {prefix}: unreadable conda record {path}: {error}."
@@ -196,25 +197,46 @@ def _conda_records(prefix: Path) -> list[dict[str, object]]:
     return records
 
 
+def conda_listed_files(records: Sequence[tuple[Path, Mapping[str, object]]]) -> set[str]:
+    return {str(f) for _, r in records for f in r.get("files") or []}  # type: ignore[attr-defined]
+
+
 def site_packages_dirs(prefix: Path) -> list[Path]:
     return sorted(p for p in prefix.glob("lib/python3*/site-packages") if p.is_dir())
 
 
-def read_prefix(prefix: Path) -> PrefixContents:
-    """Installed conda records and pip distributions (dist-infos no conda record owns)."""
-    records = _conda_records(prefix)
-    conda = {str(r["name"]): (str(r["version"]), str(r["build"])) for r in records}
-    conda_files = {str(f) for r in records for f in r.get("files", []) or []}  # type: ignore[attr-defined]
-    pip: dict[str, str] = {}
+@dataclass(frozen=True)
+class PipDistribution:
+    """A ``*.dist-info`` that no conda record lists: pip (or uv) installed it."""
+
+    dist_info: Path
+    name: str | None  # canonical; None when it has no METADATA
+    version: str | None
+
+
+def pip_distributions(prefix: Path, conda_files: set[str]) -> list[PipDistribution]:
     parser = email.parser.HeaderParser()
+    found = []
     for site in site_packages_dirs(prefix):
-        for meta_dir in sorted(site.glob("*.dist-info")):
-            metadata = meta_dir / "METADATA"
-            rel = metadata.relative_to(prefix).as_posix()
-            if rel in conda_files or not metadata.is_file():
+        for dist_info in sorted(site.glob("*.dist-info")):
+            metadata = dist_info / "METADATA"
+            if metadata.relative_to(prefix).as_posix() in conda_files:
+                continue  # a conda package's own dist-info
+            if not metadata.is_file():
+                found.append(PipDistribution(dist_info, None, None))
                 continue
             headers = parser.parsestr(metadata.read_text(encoding="utf-8", errors="replace"))
-            pip[canonical_pip_name(str(headers["Name"]))] = str(headers["Version"])
+            found.append(PipDistribution(dist_info, canonical_pip_name(str(headers["Name"])),
+                                         str(headers["Version"])))  # fmt: skip
+    return found
+
+
+def read_prefix(prefix: Path) -> PrefixContents:
+    """Installed conda records and pip distributions (dist-infos no conda record owns)."""
+    records = conda_records(prefix)
+    conda = {str(r["name"]): (str(r["version"]), str(r["build"])) for _, r in records}
+    pip = {d.name: str(d.version) for d in pip_distributions(prefix, conda_listed_files(records))
+           if d.name is not None}  # fmt: skip
     incomplete = (prefix / CONDA_META / INCOMPLETE_MARKER).exists()
     return PrefixContents(conda=conda, pip=pip, incomplete=incomplete)
 
