@@ -53,11 +53,15 @@ ARG SOURCE_DATE_EPOCH
 # A flavor's own solo-layer threshold in MiB (flavor.toml `solo-layer-mib`; README "Layers").
 ARG SOLO_LAYER_MIB
 # Compiled pycs per wheel, kept between builds (lockdock/installer/pyc_cache.py): a relock
-# that keeps torch does not compile its sources again. PYC_CACHE=off (verify-repro)
-# compiles everything.
+# that keeps torch does not compile its sources again. The prefix itself is a cache mount
+# too, one per lock file, kept from the last build of that lock (install-env): a relock
+# installs what changed and removes what went, instead of installing everything. Builds of
+# one lock take turns on it (sharing=locked). PYC_CACHE=off (verify-repro) uses neither:
+# it compiles everything into an emptied prefix.
 ARG PYC_CACHE
 RUN --network=none \
     --mount=type=cache,id=lockdock-pyc,target=/var/cache/lockdock/pyc \
+    --mount=type=cache,id=lockdock-prefix-${TARGETARCH}-${LOCK},target=/opt/conda/envs/lockdock,sharing=locked \
     --mount=type=bind,from=store,target=/store \
     --mount=type=bind,source=${LOCK},target=/tmp/lockdock/conda-lock.yml \
     --mount=type=bind,source=images/base/build,target=/tmp/lockdock/build \

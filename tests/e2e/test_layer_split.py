@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lockdock.errors import BuildError
-from lockdock.installer import install, layer_plan
+from lockdock.installer import install, layer_plan, layers
 from lockdock.installer import prefix as prefix_mod
 from lockdock.installer.layer_plan import (
     FIRST_BUCKET_SLOT,
@@ -171,6 +171,43 @@ def test_slots_are_the_verified_prefix_exactly(locks: Locks, tmp_path: Path) -> 
     assert report(out)["prefix_manifest_sha256"] == prefix_manifest_sha256(union / "env")
     (union / "env/share/hello/version").write_text("tampered\n")
     assert report(out)["prefix_manifest_sha256"] != prefix_manifest_sha256(union / "env")
+
+
+def test_a_prefix_on_another_file_system_is_copied_into_the_same_slots_and_checked(
+    locks: Locks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image builder's prefix is a cache mount: its slots are copies, not links, with the
+    same bytes, modes and times as linked slots, and a copy that is not the prefix's file
+    fails the split (exit 10) naming it."""
+    other = Path("/dev/shm")
+    prefix = tmp_path / "root/env"
+    _install(locks.old, prefix, tmp_path / "store")
+    if not other.is_dir() or other.stat().st_dev == prefix.stat().st_dev:
+        pytest.skip("no second file system (/dev/shm) to split onto")
+    linked, copied = tmp_path / "linked", other / f"lockdock-split-{os.getpid()}"
+    try:
+        write_slots(prefix, linked, root=tmp_path / "root", source_date_epoch=BUILD_TIMESTAMP)
+        write_slots(prefix, copied, root=tmp_path / "root", source_date_epoch=BUILD_TIMESTAMP)
+        hello = copied / slot_of(copied, "conda", "hello") / "env/share/hello/version"
+        assert hello.stat().st_ino != (prefix / "share/hello/version").stat().st_ino
+        for slot in range(SLOTS):
+            assert slot_digest(copied / slot_dir(slot)) == slot_digest(linked / slot_dir(slot))
+
+        real_copy = layers._copy
+
+        def bad_copy(source: str, dest: str, info: os.stat_result) -> None:
+            real_copy(source, dest, info)
+            if source.endswith("share/hello/version"):
+                Path(dest).write_bytes(b"1.x\n")  # same size, other bytes
+
+        monkeypatch.setattr(layers, "_copy", bad_copy)
+        with pytest.raises(BuildError) as caught:
+            write_slots(prefix, copied, root=tmp_path / "root")
+        assert "share/hello/version (slot" in str(caught.value)
+        assert "differs from the prefix" in str(caught.value)
+        assert not copied.exists()  # nothing half-written is left
+    finally:
+        shutil.rmtree(copied, ignore_errors=True)
 
 
 def test_times_are_each_packages_own_clamped_to_source_date_epoch(

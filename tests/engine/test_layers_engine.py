@@ -26,6 +26,8 @@ import pytest
 
 from lockdock.context import resolve_flavor
 from lockdock.image.build import build as build_image
+from lockdock.image.plan import buildx_argv, oci_output
+from lockdock.image.repro import blob_path, platform_manifests
 from lockdock.image.stage import prepare_build
 from lockdock.installer.layer_plan import (
     FIRST_BUCKET_SLOT,
@@ -104,13 +106,15 @@ class Built:
     second: Image  # second flavor = cpu (hello 1.0) + extra
     base_image: str
     crowded: subprocess.CompletedProcess[str]  # `lockdock build crowded`: over the budget
+    new_log: str  # the build log of `new`
 
 
-def _build(root: Path, flavor: str, base: str) -> str:
+def _build(root: Path, flavor: str, base: str) -> tuple[str, str]:
+    """(reference, build log) of ``lockdock build FLAVOR``."""
     ok(lockdock(root, "fetch", flavor))
-    ok(lockdock(root, "build", flavor, "--base-image", base, "--name", f"{NAME}-{flavor}"))
+    proc = ok(lockdock(root, "build", flavor, "--base-image", base, "--name", f"{NAME}-{flavor}"))
     record = next((Workspace(root).builds_dir / flavor).glob("*.json"))
-    return str(json.loads(record.read_text())["reference"])
+    return str(json.loads(record.read_text())["reference"]), proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -134,16 +138,16 @@ def built(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator
             "dependencies:\n" + "".join(f"  - {p.name}\n" for p in CROWD))
         try:
             ok(lockdock(root, "lock", *mirror))
-            old = image(_build(root, "cpu", base_image))
-            second = image(_build(root, "second", base_image))
+            old = image(_build(root, "cpu", base_image)[0])
+            second = image(_build(root, "second", base_image)[0])
             ok(lockdock(root, "fetch", "crowded"))
             crowded = lockdock(root, "build", "crowded", "--base-image", base_image,
                                "--name", f"{NAME}-crowded")
             (root / "environment.yml").write_text(
                 environment_yml(pip=(), conda=("hello 1.1.*", "tinylib")))
             ok(lockdock(root, "lock", "cpu", *mirror))
-            new = image(_build(root, "cpu", base_image))
-            yield Built(root, old, new, second, base_image, crowded)
+            new_reference, new_log = _build(root, "cpu", base_image)
+            yield Built(root, old, image(new_reference), second, base_image, crowded, new_log)
         finally:
             for flavor in ("cpu", "second", "crowded"):
                 remove_tags(f"{NAME}-{flavor}")
@@ -323,3 +327,22 @@ def test_an_unreachable_cache_from_is_a_warning_not_a_failure(built: Built) -> N
 def test_verify_repro_passes_on_the_split_image(built: Built) -> None:
     proc = ok(lockdock(built.root, "verify-repro", "cpu", "--base-image", built.base_image))
     assert "identical" in proc.stderr
+
+
+def test_a_relock_installs_into_the_kept_prefix_and_gives_a_fresh_installs_layers(
+    built: Built, tmp_path: Path
+) -> None:
+    """The builder's prefix is a cache mount kept from the last build: the relocked build
+    brought it to the new lock instead of installing everything, and its layers are those of
+    an install into an empty prefix (PYC_CACHE=off, as verify-repro builds)."""
+    assert "holds an earlier build's install: bringing it to this lock" in built.new_log
+    plan = prepare_build(resolve_flavor(built.root, "cpu"), base_image=built.base_image)
+    layout = tmp_path / "fresh"
+    argv = buildx_argv(plan, output=oci_output(layout, rewrite_timestamps=plan.rewrite_timestamps),
+                       metadata_file=tmp_path / "metadata.json", no_cache=True, compile_all=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "holds an earlier build's install" not in proc.stderr
+    manifest = json.loads(blob_path(layout, platform_manifests(layout)["linux/amd64"]).read_text())
+    config = json.loads(blob_path(layout, manifest["config"]["digest"]).read_text())
+    assert tuple(config["rootfs"]["diff_ids"]) == built.new.layers

@@ -21,6 +21,7 @@ import pytest
 from lockdock import engine
 from lockdock.context import resolve_flavor
 from lockdock.errors import EngineError, IntegrityError
+from lockdock.facts import ENV_PREFIX
 from lockdock.image import dockerfile, plan, repro
 from lockdock.image.stage import prepare_build
 from lockdock.installer.lockfile import read_lock
@@ -200,6 +201,11 @@ def test_the_builder_mounts_the_pyc_cache_and_install_env_can_turn_it_off() -> N
     stages = (REPO / "images/base/stages.Dockerfile").read_text()
     install_env = (REPO / "images/base/build/install-env").read_text()
     assert f"--mount=type=cache,id=lockdock-pyc,target={BUILDER_PYC_CACHE} " in stages
+    # The prefix is kept per architecture and lock path; builds of one lock take turns on it.
+    assert ("--mount=type=cache,id=lockdock-prefix-${TARGETARCH}-${LOCK},"
+            f"target={ENV_PREFIX},sharing=locked ") in stages
+    assert f"prefix={ENV_PREFIX}\n" in install_env
+    assert 'if [ -z "$pyc_cache" ]; then empty_prefix; fi' in install_env  # PYC_CACHE=off
     assert f"ARG {PYC_CACHE_ARG}\n" in stages
     assert f"pyc_cache={BUILDER_PYC_CACHE}\n" in install_env
     assert f'if [ "${{{PYC_CACHE_ARG}:-}}" = {PYC_CACHE_OFF} ]; then pyc_cache=; fi' in install_env

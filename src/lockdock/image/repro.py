@@ -22,12 +22,12 @@ from lockdock.image.stage import prepare_build, stage_sbom
 from lockdock.progress import say
 
 
-def _blob(layout: Path, digest: str) -> Path:
+def blob_path(layout: Path, digest: str) -> Path:
     algorithm, hexdigest = digest.split(":", 1)
     return layout / "blobs" / algorithm / hexdigest
 
 def _json_blob(layout: Path, digest: str) -> Any:
-    return json.loads(_blob(layout, digest).read_text(encoding="utf-8"))
+    return json.loads(blob_path(layout, digest).read_text(encoding="utf-8"))
 
 def platform_manifests(layout: Path) -> dict[str, str]:
     """``{"linux/amd64": "sha256:..."}`` for every image manifest in an OCI layout."""
@@ -96,7 +96,7 @@ def explain_difference(layout_a: Path, layout_b: Path, manifest_a: str, manifest
         if la["digest"] == lb["digest"]:
             continue
         differences = diff_members(
-            _members(_blob(layout_a, la["digest"])), _members(_blob(layout_b, lb["digest"]))
+            _members(blob_path(layout_a, la["digest"])), _members(blob_path(layout_b, lb["digest"]))
         )
         if not differences:
             differences = ["(same files; the archive bytes or compression differ)"]

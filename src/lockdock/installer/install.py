@@ -140,6 +140,16 @@ async def _records(conda: Sequence[LockedArtifact], store: Path) -> list[RepoDat
     return records
 
 
+def _empty_folder(folder: Path) -> None:
+    """Remove what ``folder`` holds, not the folder: it may be a mount point (the image
+    builder's prefix is a cache mount)."""
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def _sweep_stale_caches(prefix: Path) -> None:
     """Remove package caches left by killed installers of this prefix (their pid is gone)."""
     pattern = re.compile(rf"^\.{re.escape(prefix.name)}\.lockdock-cache\.(\d+)\.")
@@ -316,8 +326,8 @@ def _install_locked(
     pyc_cache: Path | None = None,
 ) -> InstallReport:
     if state == "interrupted":
-        say(f"{prefix} is an interrupted install: removing it and starting over")
-        shutil.rmtree(prefix)
+        say(f"{prefix} is an interrupted install: emptying it and starting over")
+        _empty_folder(prefix)
         _sweep_stale_caches(prefix)
     try:
         (prefix / CONDA_META).mkdir(parents=True, exist_ok=True)

@@ -10,16 +10,18 @@ Here: read the owners' lists (conda-meta records, pip ``RECORD`` files), walk th
 and write each slot as ``<out>/NN/<prefix without the leading />/...``:
 
 - files are hard links to the prefix's (no copy; the prefix is not shipped, only /layers is),
-  or copies where the prefix file already had other links (its time must be its own);
-  symlinks are recreated; directories get the prefix's mode;
+  or copies where the prefix file already had other links (its time must be its own) or the
+  prefix is on another file system (the builder's prefix is a cache mount); symlinks are
+  recreated; directories get the prefix's mode;
 - every entry gets its owner's time (``layer_plan.clamp``), every directory
   ``STABLE_EPOCH``: BuildKit's ``COPY --link`` keeps them, so a layer's bytes are a function
   of its packages' files alone;
 - the split report (``layer_plan.REPORT_PATH``, in the shared slot) names each slot's packages and
   sizes, for ``lockdock inspect``;
 - last, the slots are checked against the prefix: every file and symlink exactly once, same
-  inode (or same bytes), mode and target; every directory present with its mode. Any
-  failure is a BuildError (exit 10) naming the files, and nothing is left in ``--out``.
+  inode (or a copy with the sha256 the prefix's manifest has), mode and target; every
+  directory present with its mode. Any failure is a BuildError (exit 10) naming the files,
+  and nothing is left in ``--out``.
 
 Standard library only (it runs in the installer venv).
 """
@@ -29,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import filecmp
 import json
 import os
 import shutil
@@ -62,7 +63,15 @@ from lockdock.installer.prefix import (
     conda_records,
     pip_distributions,
 )
-from lockdock.installer.prefix_manifest import Walked, prefix_manifest_sha256, walk
+from lockdock.installer.prefix_manifest import (
+    Walked,
+    file_sha256,
+    in_batches,
+    manifest_lines,
+    manifest_sha256,
+    prefix_manifest_sha256,
+    walk,
+)
 
 #: How many paths an error message lists before "and N more".
 LISTED = 20
@@ -182,19 +191,40 @@ def plan_split(
     return split, owners, (entries, directories)
 
 
-def _place(source: str, dest: str, info: os.stat_result, when: int) -> None:
+def _place(source: str, dest: str, info: os.stat_result, when: int, link: bool) -> None:
+    """``dest`` := ``source``: a symlink recreated, a file hard-linked (``link``, and no other
+    links: its time must be its own) or copied; then the time ``when``."""
     if stat.S_ISLNK(info.st_mode):
         os.symlink(os.readlink(source), dest)
-    elif info.st_nlink > 1:
-        shutil.copy2(source, dest, follow_symlinks=False)
+    elif not link or info.st_nlink > 1:
+        _copy(source, dest, info)
     else:
         try:
             os.link(source, dest, follow_symlinks=False)
         except OSError as error:
             if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise
-            shutil.copy2(source, dest, follow_symlinks=False)
+            _copy(source, dest, info)
     os.utime(dest, (when, when), follow_symlinks=False)
+
+
+def _copy(source: str, dest: str, info: os.stat_result) -> None:
+    """Bytes and mode (what the manifest and the layer hold), in the fewest system calls:
+    ``shutil.copy2``'s stat, xattr and flag calls cost more than a small file's bytes, and
+    a torch prefix is 20,000 small files."""
+    if info.st_size >= 1 << 20:
+        shutil.copyfile(source, dest)  # sendfile
+    else:
+        with open(source, "rb") as handle:
+            data = handle.read()
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    os.chmod(dest, stat.S_IMODE(info.st_mode))
 
 
 def _make_dirs(root: str, slot_root: str, rel_dir: str, made: set[str]) -> None:
@@ -227,11 +257,14 @@ def write_slots(
     except ValueError:
         raise BuildError(f"Layer split: prefix {prefix} is not under the root {root}.") from None
     split, owners, (entries, directories) = plan_split(prefix, solo_min_bytes=solo_min_bytes)
+    jobs = os.cpu_count() or 1
+    lines = manifest_lines(prefix, (entries, directories), jobs=jobs)
     if out.exists():
         shutil.rmtree(out)
     try:
-        _write(prefix, out, root, inside, split, owners, entries, directories, source_date_epoch)
-        check_slots(prefix, out, inside, entries, directories)
+        _write(prefix, out, root, inside, split, owners, entries, directories,
+               source_date_epoch, manifest_sha256(lines), jobs)  # fmt: skip
+        check_slots(prefix, out, inside, entries, directories, lines, jobs)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -242,8 +275,10 @@ def write_slots(
 def _write(
     prefix: Path, out: Path, root: Path, inside: Path, split: Split, owners: Owners,
     entries: dict[str, os.stat_result], directories: dict[str, os.stat_result],
-    source_date_epoch: int | None,
+    source_date_epoch: int | None, manifest: str, jobs: int,
 ) -> None:  # fmt: skip
+    """Folders first, in order; then the files over ``jobs`` threads: a prefix on another
+    file system than ``out`` (the builder's cache mount) is copied, 1.2 GB for torch."""
     made: set[str] = set()
     for slot in range(SLOTS):
         (out / slot_dir(slot)).mkdir(parents=True)
@@ -253,17 +288,20 @@ def _write(
     top, base = os.fspath(prefix), os.fspath(root)
     inner = "" if inside == Path(".") else inside.as_posix() + "/"
     slot_roots = {slot: os.fspath(out / slot_dir(slot)) for slot in range(SLOTS)}
+    placements: list[tuple[str, str, os.stat_result, int]] = []
     for path in sorted(entries):
         slot_root = slot_roots[split.placed[path]]
         rel = inner + path
         _make_dirs(base, slot_root, os.path.dirname(rel), made)
         key = split.owner[path]
-        _place(os.path.join(top, path), os.path.join(slot_root, rel), entries[path],
-               times[key] if key else shared_time)  # fmt: skip
+        placements.append((os.path.join(top, path), os.path.join(slot_root, rel), entries[path],
+                           times[key] if key else shared_time))  # fmt: skip
         parent = os.path.dirname(path)
         while parent and parent not in held:
             held.add(parent)
             parent = os.path.dirname(parent)
+    link = os.stat(top).st_dev == os.stat(out).st_dev  # else: copies, not failed links first
+    in_batches(placements, lambda placement: _place(*placement, link), jobs)
     for directory in sorted(directories):
         if directory not in held:  # nothing owned below it: the shared slot keeps it
             _make_dirs(base, slot_roots[SHARED_SLOT], inner + directory, made)
@@ -274,8 +312,6 @@ def _write(
         report_dir.mkdir(exist_ok=True)
         os.chmod(report_dir, 0o755)
         made.add(os.fspath(report_dir))
-    manifest = prefix_manifest_sha256(prefix, jobs=os.cpu_count() or 1,
-                                      walked=(entries, directories))  # fmt: skip
     report.write_text(report_json(split, owners, prefix, manifest), encoding="utf-8")
     os.chmod(report, 0o644)
     os.utime(report, (shared_time, shared_time))
@@ -318,9 +354,14 @@ def check_slots(
     inside: Path,
     entries: dict[str, os.stat_result],
     directories: dict[str, os.stat_result],
+    lines: dict[str, str],
+    jobs: int = 1,
 ) -> None:
-    """Every entry of the prefix exactly once across the slots, equal to the prefix's."""
+    """Every entry of the prefix exactly once across the slots, equal to the prefix's: a
+    hard link to the prefix's file, or a copy whose sha256 is the one ``lines`` (the
+    prefix's manifest) has."""
     seen: dict[str, list[str]] = {}
+    copies: list[tuple[str, str, str]] = []  # (relative path, slot, the copy's path)
     dirs_seen: set[str] = set()
     problems: list[str] = []
     source_top = os.fspath(prefix)
@@ -338,10 +379,17 @@ def check_slots(
                 problems.append(f"{rel} (slot {slot_dir(slot)}: not in the prefix)")
             elif not _same(os.path.join(source_top, rel), os.path.join(slot_top, rel), want, info):
                 problems.append(f"{rel} (slot {slot_dir(slot)}: differs from the prefix)")
+            elif stat.S_ISREG(want.st_mode) and (want.st_ino, want.st_dev) != (info.st_ino,
+                                                                             info.st_dev):
+                copies.append((rel, slot_dir(slot), os.path.join(slot_top, rel)))
         for rel, info in found_dirs.items():
             want = directories.get(rel)
             if want is not None and stat.S_IMODE(want.st_mode) != stat.S_IMODE(info.st_mode):
                 problems.append(f"{rel}/ (slot {slot_dir(slot)}: mode differs)")
+    copied = in_batches(copies, lambda copy: file_sha256(copy[2]), jobs)
+    problems += [f"{rel} (slot {slot}: differs from the prefix)"
+                 for (rel, slot, _), sha256 in zip(copies, copied, strict=True)
+                 if lines.get(rel, "").rpartition(" ")[2] != sha256]  # fmt: skip
     problems += [f"{rel} (in slots {', '.join(s)})" for rel, s in sorted(seen.items())
                  if len(s) > 1]  # fmt: skip
     problems += [f"{rel} (in no slot)" for rel in sorted(set(entries) - set(seen))]
@@ -354,15 +402,13 @@ def check_slots(
 
 
 def _same(source: str, copy: str, want: os.stat_result, got: os.stat_result) -> bool:
+    """Kind, symlink target, mode and size (a copy's bytes: ``check_slots``)."""
     if stat.S_IFMT(want.st_mode) != stat.S_IFMT(got.st_mode):
         return False
     if stat.S_ISLNK(want.st_mode):
         return os.readlink(source) == os.readlink(copy)
-    if stat.S_IMODE(want.st_mode) != stat.S_IMODE(got.st_mode) or want.st_size != got.st_size:
-        return False
-    return (want.st_ino, want.st_dev) == (got.st_ino, got.st_dev) or filecmp.cmp(
-        source, copy, shallow=False
-    )
+    return stat.S_IMODE(want.st_mode) == stat.S_IMODE(got.st_mode) and \
+        want.st_size == got.st_size
 
 
 # --- command line --------------------------------------------------------------------------

@@ -12,11 +12,15 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 #: (files and symlinks, directories): relative posix path -> lstat.
 Walked = tuple[dict[str, os.stat_result], dict[str, os.stat_result]]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def walk(prefix: Path) -> Walked:
@@ -34,33 +38,51 @@ def walk(prefix: Path) -> Walked:
     return entries, directories
 
 
-def prefix_manifest_sha256(prefix: Path, *, jobs: int = 4, walked: Walked | None = None) -> str:
-    """sha256 of the prefix's canonical manifest. ``walked``: a ``walk(prefix)`` already made."""
-    entries, directories = walked or walk(prefix)
+def file_sha256(path: str) -> str:
+    content = hashlib.sha256()
+    with open(path, "rb") as handle:  # not file_digest: the base may be 3.10
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            content.update(block)
+    return content.hexdigest()
+
+
+def in_batches(items: list[T], action: Callable[[T], R], jobs: int) -> list[R]:
+    """``action`` of every item over ``jobs`` threads, in batches (24,000 futures cost more
+    than the small files they stand for); results in order. For I/O and hashlib, which
+    release the GIL."""
+    batches = [items[i : i + 256] for i in range(0, len(items), 256)]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        done = pool.map(lambda batch: [action(item) for item in batch], batches)
+        return [result for batch in done for result in batch]
+
+
+def manifest_lines(prefix: Path, walked: Walked, *, jobs: int = 4) -> dict[str, str]:
+    """Path -> its manifest line: ``file <mode> <sha256>``, ``symlink <target>``,
+    ``dir <mode>``."""
+    entries, directories = walked
     top = os.fspath(prefix)
 
-    def digest(rel: str) -> str:
+    def line(rel: str) -> str:
         info = entries[rel]
         path = os.path.join(top, rel)
         if stat.S_ISLNK(info.st_mode):
             return f"symlink {os.readlink(path)}"
-        content = hashlib.sha256()
-        with open(path, "rb") as handle:  # not file_digest: the base may be 3.10
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                content.update(block)
-        return f"file {stat.S_IMODE(info.st_mode):o} {content.hexdigest()}"
-
-    def digests(batch: list[str]) -> list[str]:
-        return [digest(rel) for rel in batch]
+        return f"file {stat.S_IMODE(info.st_mode):o} {file_sha256(path)}"
 
     files = sorted(entries)
-    batches = [files[i : i + 256] for i in range(0, len(files), 256)]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # hashlib releases the GIL
-        described = dict(zip(files, (d for b in pool.map(digests, batches) for d in b),
-                             strict=True))  # fmt: skip
+    described = dict(zip(files, in_batches(files, line, jobs), strict=True))
     for rel, info in directories.items():
         described[rel] = f"dir {stat.S_IMODE(info.st_mode):o}"
+    return described
+
+
+def manifest_sha256(described: dict[str, str]) -> str:
     total = hashlib.sha256()
     for rel in sorted(described):
         total.update(f"{rel}\0{described[rel]}\n".encode("utf-8", "surrogateescape"))
     return total.hexdigest()
+
+
+def prefix_manifest_sha256(prefix: Path, *, jobs: int = 4) -> str:
+    """sha256 of the prefix's canonical manifest (``manifest_lines``)."""
+    return manifest_sha256(manifest_lines(prefix, walk(prefix), jobs=jobs))
