@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import configparser
+import contextlib
 import csv
 import hashlib
 import io
@@ -38,7 +39,7 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -66,7 +67,7 @@ if __name__ == '__main__':
 #: Runs in the prefix's interpreter: compile each path read from stdin (checked-hash), print
 #: each pyc written. A file that does not compile (a Python 2 leftover) gets no pyc, as pip.
 COMPILE_WORKER = """\
-import concurrent.futures, importlib.util, multiprocessing, py_compile, sys, warnings
+import concurrent.futures, importlib.util, multiprocessing, os, py_compile, sys, warnings
 warnings.simplefilter("ignore")  # SyntaxWarnings of packages' sources: pip shows none either
 def one(path):
     try:
@@ -75,15 +76,24 @@ def one(path):
     except (py_compile.PyCompileError, OSError, ValueError):
         return None
     return path + "\\0" + importlib.util.cache_from_source(path) + "\\0"
-paths = sys.stdin.read().split("\\0")[:-1]
+def many(paths):
+    return [one(p) for p in paths]
+def batches():
+    # Paths arrive NUL-terminated while the installer still extracts: compile as they come.
+    pending = b""
+    for chunk in iter(lambda: sys.stdin.buffer.read1(1 << 16), b""):
+        *paths, pending = (pending + chunk).split(b"\\0")
+        for start in range(0, len(paths), 32):
+            yield [os.fsdecode(p) for p in paths[start:start + 32]]
 jobs = int(sys.argv[1])
-if jobs > 1 and len(paths) > 64:
+if jobs > 1:
     fork = multiprocessing.get_context("fork")  # functions of a -c script: no spawn
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=fork) as pool:
-        done = list(pool.map(one, paths, chunksize=32))
+        futures = [pool.submit(many, batch) for batch in batches()]
+        done = [line for future in futures for line in future.result()]
 else:
-    done = [one(p) for p in paths]
-sys.stdout.write("".join(p for p in done if p))
+    done = [line for batch in batches() for line in many(batch)]
+sys.stdout.write("".join(line for line in done if line))
 """
 _SCHEME_MEMBER = re.compile(r"^[^/]+\.data/(purelib|platlib|scripts|headers|data)/(.+)$")
 
@@ -315,44 +325,56 @@ def extraction_tasks(plans: Sequence[WheelPlan], selected: Callable[[Placement],
     return tasks
 
 
-def extract_wheels(plans: Sequence[WheelPlan], python: Path, jobs: int,
-                   selected: Callable[[Placement], bool] = lambda _: True) -> None:  # fmt: skip
-    """The ``selected`` files of every wheel in place: folders first, then the members over
-    ``jobs`` threads."""
+def make_folders(plans: Sequence[WheelPlan]) -> None:
     for folder in sorted({p.dest.parent for plan in plans for p in plan.placements}):
         folder.mkdir(parents=True, exist_ok=True)
+
+
+def extract_wheels(plans: Sequence[WheelPlan], python: Path, jobs: int,
+                   selected: Callable[[Placement], bool] = lambda _: True,
+                   done: Callable[[WheelPlan, list[Placement]], None] | None = None,
+                   ) -> None:  # fmt: skip
+    """The ``selected`` files of every wheel in place (their folders exist: ``make_folders``)
+    over ``jobs`` threads; ``done`` is called (in this thread) with each batch written."""
     sizes = {(plan.wheel, m): size for plan in plans for m, size in plan.sizes.items()}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [
-            pool.submit(_extract, plan, chunk, python)
+        futures = {
+            pool.submit(_extract, plan, chunk, python): (plan, chunk)
             for plan, chunk in extraction_tasks(plans, selected, sizes)
-        ]
-        for future in futures:
+        }
+        for future in as_completed(futures):
             future.result()
+            if done is not None:
+                done(*futures[future])
 
 
 class Compilation:
-    """The prefix's interpreter byte-compiling ``sources`` in ``jobs`` processes, started on
-    entering and collected by ``result()``: it runs while the rest of the wheels is
-    extracted. Leaving the block stops it if it still runs (an extraction failed)."""
+    """The prefix's interpreter byte-compiling, in ``jobs`` processes, the sources ``submit``
+    names while the installer still extracts the rest; ``result()`` collects them. Leaving
+    the block stops it if it still runs (an extraction failed)."""
 
-    def __init__(self, python: Path, sources: Iterable[Path], env: dict[str, str],
-                 jobs: int) -> None:  # fmt: skip
+    def __init__(self, python: Path, env: dict[str, str], jobs: int) -> None:
         self.python = python
-        paths = sorted({str(p) for p in sources})
         self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by __exit__
         self.proc = subprocess.Popen(
             [str(python), "-c", COMPILE_WORKER, str(jobs)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors,
             env={**env, "PYTHONHASHSEED": "0"},
         )  # fmt: skip
+
+    def submit(self, sources: Iterable[Path]) -> None:
+        """Compile ``sources`` (already written). The worker reads its input as it comes and
+        writes only at the end, so this never blocks on its output."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write("".join(p + "\0" for p in paths).encode())  # read whole first
-        self.proc.stdin.close()
+        data = b"".join(os.fsencode(p) + b"\0" for p in sources)
+        if data:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
 
     def result(self) -> dict[Path, Path]:
         """source -> pyc written (named with the prefix interpreter's cache tag, not ours)."""
-        assert self.proc.stdout is not None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
         out = self.proc.stdout.read()
         code = self.proc.wait()
         self.errors.seek(0)
@@ -367,6 +389,9 @@ class Compilation:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -442,15 +467,21 @@ def install_wheels(wheels: Sequence[Path], prefix: Path, python: Path, env: dict
         and (index := cache.lookup(digests[plan.wheel], sources_of(plan))) is not None
     }  # fmt: skip
 
-    def first(placement: Placement) -> bool:  # a wheel's own pycs, before compiling replaces them
-        return compiled(placement) or placement.dest.suffix == ".pyc"
+    def shipped_pyc(placement: Placement) -> bool:
+        return placement.dest.suffix == ".pyc"
+
+    def compile_batch(plan: WheelPlan, placements: list[Placement]) -> None:
+        if plan.wheel not in cached:
+            compilation.submit(p.dest for p in placements)
 
     try:
-        extract_wheels(written, python, jobs, first)  # the sources first, then compile them
-        sources = [p.dest for plan in written if plan.wheel not in cached
-                   for p in plan.placements if compiled(p)]  # fmt: skip
-        with Compilation(python, sources, env, jobs) as compilation:
-            extract_wheels(written, python, jobs, lambda p: not first(p))  # meanwhile, the rest
+        make_folders(written)
+        # A wheel's own pycs first: compiling its sources then replaces them, as pip's does.
+        extract_wheels(written, python, jobs, shipped_pyc)
+        with Compilation(python, env, jobs) as compilation:
+            extract_wheels(written, python, jobs, compiled, compile_batch)  # compiled as written
+            extract_wheels(written, python, jobs,
+                           lambda p: not compiled(p) and not shipped_pyc(p))  # meanwhile, the rest
             pycs = compilation.result()
     except OSError as error:
         raise InstallError(f"Writing the wheels' files into {prefix} failed: {error}") from None
