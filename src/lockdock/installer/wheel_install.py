@@ -367,14 +367,19 @@ class Compilation:
         writes only at the end, so this never blocks on its output."""
         assert self.proc.stdin is not None
         data = b"".join(os.fsencode(p) + b"\0" for p in sources)
-        if data:
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
+        if data and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except BrokenPipeError:  # the worker died: result() reports its error
+                with contextlib.suppress(BrokenPipeError):
+                    self.proc.stdin.close()
 
     def result(self) -> dict[Path, Path]:
         """source -> pyc written (named with the prefix interpreter's cache tag, not ours)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
         out = self.proc.stdout.read()
         code = self.proc.wait()
         self.errors.seek(0)
