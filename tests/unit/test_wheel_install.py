@@ -16,9 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from lockdock.errors import IntegrityError
+from lockdock.errors import InstallError, IntegrityError
 from lockdock.installer.pip_install import interpreter_env
-from lockdock.installer.wheel_install import INSTALLER_NAME, MAX_SHEBANG, install_wheels, shebang
+from lockdock.installer.wheel_install import (
+    INSTALLER_NAME,
+    MAX_SHEBANG,
+    Compilation,
+    install_wheels,
+    shebang,
+)
 from lockdock.testing.installs import make_wheel
 
 VERSION = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -262,3 +268,17 @@ def test_a_cache_entry_that_does_not_fit_the_wheel_is_a_miss(tmp_path: Path, tam
     install_wheels([wheel], prefix, python, interpreter_env(), pyc_cache=cache, sha256=digest)
     assert _tree(prefix) == expected  # compiled again: the files a fresh install gives
     assert not list(tmp_path.rglob("escaped.pyc"))[1:]  # only the planted one, none written
+
+
+def test_a_compile_worker_that_died_is_reported_with_its_own_error(tmp_path: Path) -> None:
+    """Sources are streamed to the worker while the wheels are extracted: one that died must
+    fail the install with its exit and stderr, not a broken pipe."""
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho 'this interpreter cannot start' >&2\nexit 3\n")
+    python.chmod(0o755)
+    with Compilation(python, {}, 2) as compilation:
+        compilation.proc.wait()  # dead before the first source arrives
+        compilation.submit(tmp_path / f"m{i}.py" for i in range(5000))
+        with pytest.raises(InstallError) as caught:
+            compilation.result()
+    assert "this interpreter cannot start" in str(caught.value)
