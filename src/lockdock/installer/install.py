@@ -66,6 +66,7 @@ from lockdock.installer.built import wheels_for_install
 from lockdock.installer.lockfile import LockedArtifact
 from lockdock.installer.pip_install import install_pip
 from lockdock.installer.prefix import (
+    CLOBBERS_DIR,
     CONDA_META,
     INCOMPLETE_MARKER,
     PREFIX_MARKER,
@@ -76,6 +77,7 @@ from lockdock.installer.prefix import (
     classify_prefix,
     diff_prefix,
     locked_selection,
+    owned_folders,
     prefix_lock,
     read_prefix,
     refuse_prefix,
@@ -138,6 +140,17 @@ async def _records(conda: Sequence[LockedArtifact], store: Path) -> list[RepoDat
         record.channel = _channel_of(artifact.url)
         records.append(record)
     return records
+
+
+def _remove_emptied_folders(prefix: Path, folders: set[str]) -> None:
+    """Remove each of ``folders`` (relative to ``prefix``) that is now empty, deepest first:
+    rattler and pip leave the folders of the packages they remove (``__clobbers__/<name>``,
+    ``share/<name>``), and the prefix must be the one an install from nothing makes."""
+    for folder in sorted(folders, key=lambda f: f.count("/"), reverse=True):
+        path = prefix / folder
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+                path.rmdir()
 
 
 def _empty_folder(folder: Path) -> None:
@@ -226,7 +239,8 @@ def _install_conda(
 
 
 def _normalise_conda_meta(prefix: Path, conda: Sequence[LockedArtifact]) -> None:
-    """Name the lock's URL/channel in conda-meta, drop cache paths, drop history timestamps."""
+    """Name the lock's URL/channel in conda-meta, drop cache paths and history timestamps,
+    sort each record's paths, drop the empty folders of a clobber rattler did not move."""
     by_name = {a.name: a for a in conda}
     meta = prefix / CONDA_META
     for path in sorted(meta.glob("*.json")):
@@ -239,9 +253,25 @@ def _normalise_conda_meta(prefix: Path, conda: Sequence[LockedArtifact]) -> None
         record.pop("extracted_package_dir", None)
         record.pop("package_tarball_full_path", None)
         record.pop("link", None)
+        # rattler links packages in parallel: with a clobber, the order of a record's paths
+        # is the order its files were linked in. Sorted, a record is a function of the lock.
+        if isinstance(record.get("files"), list):
+            record["files"] = sorted(record["files"])
+        paths_data = record.get("paths_data")
+        if isinstance(paths_data, dict) and isinstance(paths_data.get("paths"), list):
+            paths_data["paths"] = sorted(paths_data["paths"], key=lambda e: str(e.get("_path")))
         text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
         if path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")
+    # ... and, with a clobber, sometimes leaves the folders of a move it did not make.
+    clobbers = prefix / CLOBBERS_DIR
+    if clobbers.is_dir():
+        for folder in sorted((p for p in clobbers.rglob("*") if p.is_dir()),
+                             key=lambda p: len(p.parts), reverse=True):  # fmt: skip
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        if not any(clobbers.iterdir()):
+            clobbers.rmdir()
     history = meta / "history"
     if history.is_file():
         lines = history.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -338,6 +368,9 @@ def _install_locked(
         (prefix / CONDA_META / PREFIX_MARKER).write_text(PREFIX_MARKER_TEXT, encoding="utf-8")
     except OSError as error:
         raise _unwritable(prefix, error) from None
+    # An install into a prefix that holds another lock: the folders its packages' files are in,
+    # to remove those the removals leave empty (an install from nothing has none).
+    kept_folders = owned_folders(prefix) if state == "conda" else set()
     say(f"installing {len(conda)} conda package(s) into {prefix}")
     with _package_cache(prefix) as cache:
         clock = time.perf_counter()
@@ -351,6 +384,7 @@ def _install_locked(
         install_pip(pip, prefix, store, pyc_cache)
         seconds["pip"] = time.perf_counter() - clock
     _fault_point("after-pip")
+    _remove_emptied_folders(prefix, kept_folders)
     (prefix / CONDA_META / INCOMPLETE_MARKER).unlink()
     clock = time.perf_counter()
     try:

@@ -110,20 +110,14 @@ def read_owners(prefix: Path) -> Owners:
         files = [str(f) for f in record.get("files") or []]  # type: ignore[attr-defined]
         conda[owner.key] = [*files, f"{CONDA_META}/{record_path.name}"]
     for dist in pip_distributions(prefix, conda_listed_files(records)):
-        record_file = dist.dist_info / "RECORD"
-        if dist.name is None or dist.version is None or not record_file.is_file():
+        listed = dist.listed(prefix)
+        if dist.name is None or dist.version is None or listed is None:
             raise BuildError(
                 f"Layer split of {prefix}: pip distribution {dist.dist_info} has no RECORD or "
                 "METADATA, so its files cannot be attributed to it."
             )
         owner = Owner("pip", dist.name, dist.version)
         owners[owner.key] = owner
-        base = dist.dist_info.parent.relative_to(prefix).as_posix()
-        listed = []
-        for line in record_file.read_text(encoding="utf-8").splitlines():
-            name = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
-            if name:
-                listed.append(f"{base}/{name}")
         pip.setdefault(owner.key, []).extend(listed)
     return Owners(owners, conda, pip)
 

@@ -213,6 +213,16 @@ class PipDistribution:
     name: str | None  # canonical; None when it has no METADATA
     version: str | None
 
+    def listed(self, prefix: Path) -> list[str] | None:
+        """The paths (relative to ``prefix``) its ``RECORD`` lists; None without one."""
+        record = self.dist_info / "RECORD"
+        if not record.is_file():
+            return None
+        base = self.dist_info.parent.relative_to(prefix).as_posix()
+        names = (line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
+                 for line in record.read_text(encoding="utf-8").splitlines())  # fmt: skip
+        return [f"{base}/{name}" for name in names if name]
+
 
 def pip_distributions(prefix: Path, conda_files: set[str]) -> list[PipDistribution]:
     parser = email.parser.HeaderParser()
@@ -229,6 +239,27 @@ def pip_distributions(prefix: Path, conda_files: set[str]) -> list[PipDistributi
             found.append(PipDistribution(dist_info, canonical_pip_name(str(headers["Name"])),
                                          str(headers["Version"])))  # fmt: skip
     return found
+
+
+#: Where rattler moves the file of a conda package that another package's file overwrote
+#: (``__clobbers__/<package>/<path>``; the record lists the moved path).
+CLOBBERS_DIR = "__clobbers__"
+
+
+def owned_folders(prefix: Path) -> set[str]:
+    """Every folder (relative, the prefix itself not) above a file that a conda record or a
+    pip ``RECORD`` lists: where removing packages can leave empty folders behind."""
+    records = conda_records(prefix)
+    listed = [f for _, r in records for f in r.get("files") or []]  # type: ignore[attr-defined]
+    for dist in pip_distributions(prefix, conda_listed_files(records)):
+        listed += dist.listed(prefix) or []
+    folders: set[str] = set()
+    for path in listed:
+        folder = os.path.dirname(str(path))
+        while folder and folder not in folders:
+            folders.add(folder)
+            folder = os.path.dirname(folder)
+    return folders
 
 
 def read_prefix(prefix: Path) -> PrefixContents:
