@@ -266,12 +266,8 @@ def _normalise_conda_meta(prefix: Path, conda: Sequence[LockedArtifact]) -> None
     # ... and, with a clobber, sometimes leaves the folders of a move it did not make.
     clobbers = prefix / CLOBBERS_DIR
     if clobbers.is_dir():
-        for folder in sorted((p for p in clobbers.rglob("*") if p.is_dir()),
-                             key=lambda p: len(p.parts), reverse=True):  # fmt: skip
-            if not any(folder.iterdir()):
-                folder.rmdir()
-        if not any(clobbers.iterdir()):
-            clobbers.rmdir()
+        _remove_emptied_folders(prefix, {CLOBBERS_DIR} | {
+            p.relative_to(prefix).as_posix() for p in clobbers.rglob("*") if p.is_dir()})
     history = meta / "history"
     if history.is_file():
         lines = history.read_text(encoding="utf-8").splitlines(keepends=True)
