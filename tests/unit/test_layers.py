@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lockdock.errors import BuildError
+from lockdock.facts import ENV_PREFIX
 from lockdock.installer.layer_plan import (
     BUCKETS,
     FIRST_BUCKET_SLOT,
@@ -211,4 +212,5 @@ def test_every_flavor_starts_from_the_environment_within_the_layer_budget(
 
 def test_the_builder_splits_into_the_slots_the_final_stage_copies() -> None:
     script = (ROOT / "images/base/build/install-env").read_text(encoding="utf-8")
-    assert "-m lockdock.installer.layers --prefix /opt/conda/envs/lockdock --out /layers" in script
+    assert f"prefix={ENV_PREFIX}\n" in script
+    assert '-m lockdock.installer.layers --prefix "$prefix" --out /layers' in script
