@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from lockdock.errors import InstallError, IntegrityError
+from lockdock.installer.byte_compile import Compilation
 from lockdock.installer.pip_install import interpreter_env
 from lockdock.installer.wheel_install import (
     INSTALLER_NAME,
     MAX_SHEBANG,
-    Compilation,
     install_wheels,
     shebang,
 )

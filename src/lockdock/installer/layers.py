@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lockdock.errors import BuildError, LockdockError
-from lockdock.fsutil import write_fixed_time_tree
+from lockdock.fsutil import sha256_file, write_fixed_time_tree
 from lockdock.installer.layer_plan import (
     MIB,
     REPORT_PATH,
@@ -65,7 +65,6 @@ from lockdock.installer.prefix import (
 )
 from lockdock.installer.prefix_manifest import (
     Walked,
-    file_sha256,
     in_batches,
     manifest_lines,
     manifest_sha256,
@@ -380,7 +379,7 @@ def check_slots(
             want = directories.get(rel)
             if want is not None and stat.S_IMODE(want.st_mode) != stat.S_IMODE(info.st_mode):
                 problems.append(f"{rel}/ (slot {slot_dir(slot)}: mode differs)")
-    copied = in_batches(copies, lambda copy: file_sha256(copy[2]), jobs)
+    copied = in_batches(copies, lambda copy: sha256_file(Path(copy[2])), jobs)
     problems += [f"{rel} (slot {slot}: differs from the prefix)"
                  for (rel, slot, _), sha256 in zip(copies, copied, strict=True)
                  if lines.get(rel, "").rpartition(" ")[2] != sha256]  # fmt: skip

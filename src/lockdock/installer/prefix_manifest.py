@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from lockdock.fsutil import sha256_file
+
 #: (files and symlinks, directories): relative posix path -> lstat.
 Walked = tuple[dict[str, os.stat_result], dict[str, os.stat_result]]
 T = TypeVar("T")
@@ -36,14 +38,6 @@ def walk(prefix: Path) -> Walked:
             info = os.lstat(path)
             (directories if stat.S_ISDIR(info.st_mode) else entries)[path[cut:]] = info
     return entries, directories
-
-
-def file_sha256(path: str) -> str:
-    content = hashlib.sha256()
-    with open(path, "rb") as handle:  # not file_digest: the base may be 3.10
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            content.update(block)
-    return content.hexdigest()
 
 
 def in_batches(items: list[T], action: Callable[[T], R], jobs: int) -> list[R]:
@@ -67,7 +61,7 @@ def manifest_lines(prefix: Path, walked: Walked, *, jobs: int = 4) -> dict[str, 
         path = os.path.join(top, rel)
         if stat.S_ISLNK(info.st_mode):
             return f"symlink {os.readlink(path)}"
-        return f"file {stat.S_IMODE(info.st_mode):o} {file_sha256(path)}"
+        return f"file {stat.S_IMODE(info.st_mode):o} {sha256_file(Path(path))}"
 
     files = sorted(entries)
     described = dict(zip(files, in_batches(files, line, jobs), strict=True))

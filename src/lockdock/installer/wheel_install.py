@@ -27,24 +27,22 @@ from __future__ import annotations
 
 import base64
 import configparser
-import contextlib
 import csv
 import hashlib
 import io
 import os
 import posixpath
 import re
-import subprocess
-import tempfile
 import threading
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lockdock.errors import InstallError, IntegrityError
 from lockdock.fsutil import replace_file
+from lockdock.installer.byte_compile import Compilation
 from lockdock.installer.pyc_cache import PycCache
 from lockdock.progress import say
 
@@ -66,35 +64,6 @@ if __name__ == '__main__':
 """
 #: Runs in the prefix's interpreter: compile each path read from stdin (checked-hash), print
 #: each pyc written. A file that does not compile (a Python 2 leftover) gets no pyc, as pip.
-COMPILE_WORKER = """\
-import concurrent.futures, importlib.util, multiprocessing, os, py_compile, sys, warnings
-warnings.simplefilter("ignore")  # SyntaxWarnings of packages' sources: pip shows none either
-def one(path):
-    try:
-        py_compile.compile(path, doraise=True,
-                           invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
-    except (py_compile.PyCompileError, OSError, ValueError):
-        return None
-    return path + "\\0" + importlib.util.cache_from_source(path) + "\\0"
-def many(paths):
-    return [one(p) for p in paths]
-def batches():
-    # Paths arrive NUL-terminated while the installer still extracts: compile as they come.
-    pending = b""
-    for chunk in iter(lambda: sys.stdin.buffer.read1(1 << 16), b""):
-        *paths, pending = (pending + chunk).split(b"\\0")
-        for start in range(0, len(paths), 32):
-            yield [os.fsdecode(p) for p in paths[start:start + 32]]
-jobs = int(sys.argv[1])
-if jobs > 1:
-    fork = multiprocessing.get_context("fork")  # functions of a -c script: no spawn
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=fork) as pool:
-        futures = [pool.submit(many, batch) for batch in batches()]
-        done = [line for future in futures for line in future.result()]
-else:
-    done = [line for batch in batches() for line in many(batch)]
-sys.stdout.write("".join(line for line in done if line))
-"""
 _SCHEME_MEMBER = re.compile(r"^[^/]+\.data/(purelib|platlib|scripts|headers|data)/(.+)$")
 
 
@@ -346,61 +315,6 @@ def extract_wheels(plans: Sequence[WheelPlan], python: Path, jobs: int,
             future.result()
             if done is not None:
                 done(*futures[future])
-
-
-class Compilation:
-    """The prefix's interpreter byte-compiling, in ``jobs`` processes, the sources ``submit``
-    names while the installer still extracts the rest; ``result()`` collects them. Leaving
-    the block stops it if it still runs (an extraction failed)."""
-
-    def __init__(self, python: Path, env: dict[str, str], jobs: int) -> None:
-        self.python = python
-        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by __exit__
-        self.proc = subprocess.Popen(
-            [str(python), "-c", COMPILE_WORKER, str(jobs)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors,
-            env={**env, "PYTHONHASHSEED": "0"},
-        )  # fmt: skip
-
-    def submit(self, sources: Iterable[Path]) -> None:
-        """Compile ``sources`` (already written). The worker reads its input as it comes and
-        writes only at the end, so this never blocks on its output."""
-        assert self.proc.stdin is not None
-        data = b"".join(os.fsencode(p) + b"\0" for p in sources)
-        if data and not self.proc.stdin.closed:
-            try:
-                self.proc.stdin.write(data)
-                self.proc.stdin.flush()
-            except BrokenPipeError:  # the worker died: result() reports its error
-                with contextlib.suppress(BrokenPipeError):
-                    self.proc.stdin.close()
-
-    def result(self) -> dict[Path, Path]:
-        """source -> pyc written (named with the prefix interpreter's cache tag, not ours)."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        with contextlib.suppress(BrokenPipeError):
-            self.proc.stdin.close()
-        out = self.proc.stdout.read()
-        code = self.proc.wait()
-        self.errors.seek(0)
-        errors = self.errors.read().decode(errors="replace")
-        if code != 0:
-            tail = errors.strip().splitlines()[-10:]
-            raise InstallError(f"byte-compiling with {self.python} failed:\n" + "\n".join(tail))
-        fields = out.decode().split("\0")[:-1]
-        return {Path(src): Path(pyc) for src, pyc in zip(fields[::2], fields[1::2], strict=True)}
-
-    def __enter__(self) -> Compilation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.errors.close()
 
 
 def _rel(path: Path, site_packages: Path) -> str:
