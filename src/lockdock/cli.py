@@ -262,7 +262,8 @@ def build(ctx: _Context, flavor: str, platform: str | None, base_image: str | No
 @pass_ctx
 def verify_repro(ctx: _Context, flavor: str, platform: str | None, base_image: str | None,
                  builder: str | None, keep: Path | None) -> None:
-    """Build FLAVOR twice with --no-cache; exit 12 naming differing files if digests differ."""
+    """Build FLAVOR twice with --no-cache; exit 12 naming differing files if digests differ,
+    or if they differ from the recorded build of the same lock, base image and builder."""
     from lockdock.image.repro import verify_repro as run_twice
 
     run_twice(_ready(ctx, flavor, platform, builder), base_image=base_image,

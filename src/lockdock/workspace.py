@@ -195,6 +195,12 @@ class BuildRecord:
     labels: Mapping[str, str] = field(default_factory=dict)
     #: The project's git commit at build time (not in the image: see lockdock.git).
     revision: str | None = None
+    #: How it was built, besides the lock: what ``verify-repro`` needs to rebuild the same
+    #: digest (``--compression``; ``--base-image``, None: the Dockerfile's default;
+    #: ``--builder``, None: the current one). A record without ``compression`` predates them.
+    compression: str | None = None
+    base_image: str | None = None
+    builder: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -202,6 +208,8 @@ class BuildRecord:
             "digest": self.digest, "tags": list(self.tags), "lock": self.lock,
             "lock_sha256": self.lock_sha256, "source_date_epoch": self.source_date_epoch,
             "labels": dict(self.labels), "revision": self.revision,
+            "compression": self.compression, "base_image": self.base_image,
+            "builder": self.builder,
         }  # fmt: skip
 
     @classmethod
@@ -217,12 +225,17 @@ class BuildRecord:
                 or not all(isinstance(v, str) for v in labels.values()):
             raise SpecError(f"{path} is not a valid {what}: `tags` and `labels` hold strings "
                             f"only. {_BUILD_FIX}")
-        revision = data.get("revision")
-        if revision is not None and not isinstance(revision, str):
-            raise SpecError(f"{path} is not a valid {what}: `revision` should be a str or "
-                            f"null, found {revision!r}. {_BUILD_FIX}")
-        return cls(**strings, tags=tuple(tags), labels=dict(labels), revision=revision,
-                   source_date_epoch=_need(data, "source_date_epoch", int, what, path, _BUILD_FIX))
+        optional: dict[str, str | None] = {}
+        for key in ("revision", "compression", "base_image", "builder"):
+            value = data.get(key)
+            if value is not None and not isinstance(value, str):
+                raise SpecError(f"{path} is not a valid {what}: `{key}` should be a str or "
+                                f"null, found {value!r}. {_BUILD_FIX}")
+            optional[key] = value
+        return cls(**strings, tags=tuple(tags), labels=dict(labels),
+                   source_date_epoch=_need(data, "source_date_epoch", int, what, path, _BUILD_FIX),
+                   revision=optional["revision"], compression=optional["compression"],
+                   base_image=optional["base_image"], builder=optional["builder"])
 
 
 def read_build_record(path: Path) -> BuildRecord | None:

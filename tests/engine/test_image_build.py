@@ -193,6 +193,9 @@ def test_verify_repro_reports_identical_digests(torch_build: Built) -> None:
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("verify-repro cpu linux"))
     first, second = line.split(": ", 1)[1].split(" / ")
     assert first == second and first.startswith("sha256:")
+    # ... and they are the image `lockdock build` made with the builder's caches.
+    assert first == torch_build.digest
+    assert "the recorded build" in proc.stderr and "is that image" in proc.stderr
 
 
 # --- failure paths (small project: no torch) ---------------------------------------------

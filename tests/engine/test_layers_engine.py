@@ -325,8 +325,13 @@ def test_an_unreachable_cache_from_is_a_warning_not_a_failure(built: Built) -> N
 
 
 def test_verify_repro_passes_on_the_split_image(built: Built) -> None:
+    """Two fresh builds agree, and they are the image the last `lockdock build` recorded,
+    which used the builder's kept prefix and pyc cache."""
     proc = ok(lockdock(built.root, "verify-repro", "cpu", "--base-image", built.base_image))
     assert "identical" in proc.stderr
+    record = Workspace(built.root).read_build_record("cpu", "linux/amd64")
+    assert record is not None and record.compression == "gzip"
+    assert f"the recorded build {record.reference} is that image" in proc.stderr, proc.stderr
 
 
 def test_a_relock_installs_into_the_kept_prefix_and_gives_a_fresh_installs_layers(

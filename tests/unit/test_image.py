@@ -4,15 +4,10 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import hashlib
-import io
-import json
 import os
 import re
 import stat
 import subprocess
-import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +17,7 @@ from lockdock import engine
 from lockdock.context import resolve_flavor
 from lockdock.errors import EngineError, IntegrityError
 from lockdock.facts import ENV_PREFIX
-from lockdock.image import dockerfile, plan, repro
+from lockdock.image import dockerfile, plan
 from lockdock.image.stage import prepare_build
 from lockdock.installer.lockfile import read_lock
 from lockdock.installer.pyc_cache import BUILDER_PYC_CACHE, PYC_CACHE_ARG, PYC_CACHE_OFF
@@ -333,54 +328,6 @@ def test_cli_refuses_an_unknown_flavor_and_a_stale_lock(
     assert "Stale lock" in capsys.readouterr().err
 
 
-# --- comparing two OCI layouts (the verify-repro diagnosis) -------------------------------
-
-
-def _layer(files: dict[str, bytes]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 1704067200
-            archive.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0)
-
-
-def _layout(root: Path, layers: list[bytes]) -> Path:
-    blobs = root / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def put(data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return f"sha256:{digest}"
-
-    config = put(json.dumps({"os": "linux", "architecture": "amd64"}).encode())
-    manifest = put(json.dumps({
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"digest": config},
-        "layers": [{"digest": put(layer)} for layer in layers],
-    }).encode())  # fmt: skip
-    (root / "index.json").write_text(json.dumps({"manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest,
-        "platform": {"os": "linux", "architecture": "amd64"},
-    }]}))  # fmt: skip
-    return root
-
-
-def test_diff_names_the_file_that_differs(tmp_path: Path) -> None:
-    same = _layer({"opt/env/bin/python": b"elf"})
-    a = _layout(tmp_path / "a", [same, _layer({"etc/stamp": b"1", "etc/keep": b"k"})])
-    b = _layout(tmp_path / "b", [same, _layer({"etc/stamp": b"2", "etc/keep": b"k"})])
-    ma, mb = repro.platform_manifests(a), repro.platform_manifests(b)
-    assert set(ma) == {"linux/amd64"} and ma != mb
-    lines = repro.explain_difference(a, b, ma["linux/amd64"], mb["linux/amd64"])
-    assert any(line.strip().startswith("etc/stamp:") for line in lines)
-    assert not any("etc/keep" in line or "opt/env" in line for line in lines)
-    assert lines[0].startswith("layer 2 ")
-
-
 # --- lab: never without a token ----------------------------------------------------------
 
 
@@ -443,24 +390,3 @@ def test_every_path_the_dockerfiles_read_is_tracked_by_git() -> None:
     assert "images/base/build" in read and "images/base/rootfs" in read
     for path in read:
         assert any(t == path or t.startswith(path.rstrip("/") + "/") for t in tracked), path
-
-
-def test_verify_repro_compiles_every_pyc_in_both_builds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    build = plan.BuildPlan(
-        project_root=tmp_path, flavor="cpu", platform="linux/amd64", conda_platform="linux-64",
-        lock_path=Path("conda-lock.yml"), lock_sha256="0" * 64, epoch=1704067200,
-        base_image="base:1", name="n", tags=Tags("cpu-0", (), ("latest",)), labels={},
-        dockerfile=tmp_path / "cpu.Dockerfile", store_context=tmp_path / "store",
-        installer_context=tmp_path / "inst", sbom_context=tmp_path / "sbom",
-    )  # fmt: skip
-    argvs: list[list[str]] = []
-    monkeypatch.setattr(repro, "prepare_build", lambda *a, **k: build)
-    monkeypatch.setattr(repro, "stage_sbom", lambda *a, **k: None)
-    monkeypatch.setattr(repro, "run_buildx", lambda argv, what: argvs.append(argv))
-    monkeypatch.setattr(repro, "platform_manifests", lambda layout: {"linux/amd64": "sha256:1"})
-    result = repro.verify_repro(None, keep=tmp_path / "keep")  # type: ignore[arg-type]
-    assert result.identical and len(argvs) == 2
-    for argv in argvs:
-        assert "--no-cache" in argv and f"{PYC_CACHE_ARG}={PYC_CACHE_OFF}" in argv

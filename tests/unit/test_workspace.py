@@ -3,6 +3,7 @@ one writer and reader, and every malformed record is one clean error naming the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -61,6 +62,14 @@ def test_build_record_round_trips(tmp_path: Path) -> None:
     assert path == ws.build_record_path("cpu", "linux/arm64")
     assert ws.read_build_record("cpu", "linux/arm64") == BUILD
     assert json.loads(path.read_text())["reference"] == BUILD.reference
+    how = dataclasses.replace(BUILD, compression="zstd", base_image="b:1", builder="remote")
+    ws.write_build_record(how)
+    assert ws.read_build_record("cpu", "linux/arm64") == how
+    # A record written before these were recorded reads with none of them.
+    older = {k: v for k, v in how.to_json().items()
+             if k not in ("compression", "base_image", "builder")}
+    path.write_text(json.dumps(older))
+    assert ws.read_build_record("cpu", "linux/arm64") == BUILD
 
 
 @pytest.mark.parametrize(
@@ -73,6 +82,7 @@ def test_build_record_round_trips(tmp_path: Path) -> None:
         (json.dumps({**BUILD.to_json(), "source_date_epoch": "soon"}), "`source_date_epoch`"),
         (json.dumps({**BUILD.to_json(), "source_date_epoch": True}), "`source_date_epoch`"),
         (json.dumps({**BUILD.to_json(), "tags": [1]}), "`tags` and `labels`"),
+        (json.dumps({**BUILD.to_json(), "compression": 6}), "`compression` should be a str"),
     ],
 )
 def test_a_malformed_build_record_is_a_spec_error_naming_it(tmp_path: Path, text: str,

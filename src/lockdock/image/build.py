@@ -111,6 +111,7 @@ def build(
         flavor=plan.flavor, platform=plan.platform, reference=plan.reference, digest=digest,
         tags=plan.references, lock=plan.lock_path.as_posix(), lock_sha256=plan.lock_sha256,
         source_date_epoch=plan.epoch, labels=dict(plan.labels), revision=plan.revision,
+        compression=compression, base_image=plan.base_image, builder=plan.builder,
     ))  # fmt: skip
     say(f"built {plan.flavor} ({plan.platform}): {', '.join(plan.references)}")
     print(digest)

@@ -1,5 +1,11 @@
 """``lockdock verify-repro``: two ``--no-cache`` builds into OCI layouts, compared per
-platform; when they differ, the config fields and layer files that differ are named."""
+platform; when they differ, the config fields and layer files that differ are named.
+
+Both builds install into an emptied prefix and compile every pyc; the build ``lockdock build``
+recorded may have used the builder's kept prefix and pyc cache. So when that record is of the
+same lock, base image and builder, the fresh digest must also be the recorded one: a cache
+that drifted from a fresh install fails here (exit 12) instead of shipping unnoticed.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockdock.buildopts import DEFAULT_COMPRESSION, with_compression
 from lockdock.context import FlavorContext
 from lockdock.engine import run_buildx
 from lockdock.errors import ReproducibilityError
-from lockdock.image.plan import buildx_argv, oci_output
+from lockdock.image.plan import BuildPlan, buildx_argv, oci_output
 from lockdock.image.stage import prepare_build, stage_sbom
 from lockdock.progress import say
+from lockdock.workspace import BuildRecord
 
 
 def blob_path(layout: Path, digest: str) -> Path:
@@ -104,6 +112,37 @@ def explain_difference(layout_a: Path, layout_b: Path, manifest_a: str, manifest
         lines += [f"  {line}" for line in differences]
     return lines[:limit]
 
+def comparable_record(record: BuildRecord | None, plan: BuildPlan) -> BuildRecord | str:
+    """``record`` when a fresh build of ``plan`` must give its digest; otherwise why not."""
+    if record is None:
+        return f"no build of {plan.flavor} ({plan.platform}) is recorded"
+    if record.compression is None:
+        return f"the build record of {record.reference} predates compression being recorded"
+    if record.lock_sha256 != plan.lock_sha256:
+        return f"the recorded build {record.reference} is of another lock"
+    if record.base_image != plan.base_image:
+        return (f"the recorded build {record.reference} used another base image "
+                f"({record.base_image or 'the default'})")
+    if record.builder != plan.builder:
+        return (f"the recorded build {record.reference} used another builder "
+                f"({record.builder or 'the current one'})")
+    return record
+
+
+def recorded_build_problem(record: BuildRecord, fresh: str | None) -> str | None:
+    """Why the recorded build is not the image two fresh builds gave (None: it is)."""
+    if fresh == record.digest:
+        return None
+    return (
+        f"Two --no-cache builds of {record.flavor} ({record.platform}) agree on {fresh}, but "
+        f"the build lockdock recorded, {record.reference}, is {record.digest}: that build "
+        "reused a builder cache that no longer matches a fresh install (the kept prefix or "
+        "the pyc cache, README \"Layers\"). Drop them with `docker buildx prune --filter "
+        f"type=exec.cachemount`, rebuild with `lockdock build {record.flavor} --force`, and "
+        "do not publish the earlier image"
+    )
+
+
 @dataclass(frozen=True)
 class ReproResult:
     flavor: str
@@ -129,6 +168,10 @@ def verify_repro(
     OCI layouts there (for inspection) instead of a temporary folder.
     """
     plan = prepare_build(context, base_image=base_image, builder=builder, store=store)
+    recorded = comparable_record(
+        context.workspace.read_build_record(plan.flavor, plan.platform), plan)
+    compression = (recorded.compression if isinstance(recorded, BuildRecord)
+                   else None) or DEFAULT_COMPRESSION
     with contextlib.ExitStack() as stack:
         work = keep or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="lockdock-repro."))
@@ -139,10 +182,10 @@ def verify_repro(
             shutil.rmtree(layout, ignore_errors=True)
             if attempt == "b":  # written anew, later: its layer must not carry the time
                 stage_sbom(context, plan.epoch, plan.sbom_context)
-            argv = buildx_argv(plan, output=oci_output(layout,
-                                                       rewrite_timestamps=plan.rewrite_timestamps),
-                               metadata_file=work / f"metadata-{attempt}.json", no_cache=True,
-                               compile_all=True)
+            output = with_compression(
+                oci_output(layout, rewrite_timestamps=plan.rewrite_timestamps), compression)
+            argv = buildx_argv(plan, output=output, metadata_file=work / f"metadata-{attempt}.json",
+                               no_cache=True, compile_all=True)
             say(f"verify-repro: build {attempt} of {plan.flavor} ({plan.platform}), --no-cache")
             run_buildx(argv, f"Reproducibility build {attempt} of {plan.flavor}")
             layouts.append(layout)
@@ -164,4 +207,11 @@ def verify_repro(
             + "\n".join(differences)
         )
     say(f"verify-repro {plan.flavor}: identical")
+    if isinstance(recorded, BuildRecord):
+        problem = recorded_build_problem(recorded, first.get(plan.platform))
+        if problem:
+            raise ReproducibilityError(problem + ".")
+        say(f"verify-repro {plan.flavor}: the recorded build {recorded.reference} is that image")
+    else:
+        say(f"verify-repro {plan.flavor}: not compared with a recorded build: {recorded}")
     return result
