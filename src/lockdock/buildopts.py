@@ -17,11 +17,10 @@ installer stages are cached too, as an OCI image manifest that any OCI registry 
 value that starts with ``type=`` is passed through to buildx (``type=gha``, ``type=local``,
 ``type=registry,...``), after checking its type is one BuildKit knows. BuildKit itself treats
 an unreachable ``--cache-from`` as a warning and builds cold. The ``docker`` driver (the
-default builder of dockerd) exports a cache only when the engine uses the containerd image store
-(as ``ci/engine`` and the workflows configure it; the registry and local caches are tested with
-it in ``tests/engine/test_layers_engine.py``). With the classic store ``--cache-to`` needs a
-``docker-container``, ``kubernetes`` or ``remote`` builder, which ``cache_to_problem`` says up
-front.
+default builder of dockerd) is not used to export a cache: ``--cache-to`` needs a
+``docker-container``, ``kubernetes`` or ``remote`` builder (``--builder``), which
+``cache_to_problem`` says up front. (dockerd 26 with the containerd store accepts a registry
+cache export, but here its "preparing build cache for export" grew dockerd past 9 GiB; README.)
 """
 
 from __future__ import annotations
@@ -35,11 +34,8 @@ COMPRESSION_LEVELS = {"gzip": 6, "zstd": 3}
 DEFAULT_COMPRESSION = "gzip"
 #: Cache backends BuildKit implements (``docker buildx build --cache-from/--cache-to``).
 CACHE_TYPES = ("registry", "local", "gha", "inline", "s3", "azblob")
-#: Builder drivers that can export a cache whatever their engine's image store.
+#: Builder drivers that can export a cache (the ``docker`` driver cannot).
 CACHE_EXPORTING_DRIVERS = ("docker-container", "kubernetes", "remote")
-#: The driver of an engine's built-in BuildKit: it exports a cache with the containerd image
-#: store only.
-ENGINE_DRIVER = "docker"
 
 
 def compression_options(compression: str = DEFAULT_COMPRESSION) -> str:
@@ -88,23 +84,16 @@ def cache_argv(cache_from: Sequence[str] = (), cache_to: Sequence[str] = ()) -> 
     return argv
 
 
-def cache_to_problem(
-    driver: str | None, cache_to: Sequence[str], *, containerd_store: bool = False
-) -> str | None:
-    """Why ``cache_to`` cannot work with a builder of ``driver`` (None: it can).
-    ``containerd_store``: the builder's engine uses the containerd image store."""
+def cache_to_problem(driver: str | None, cache_to: Sequence[str]) -> str | None:
+    """Why ``cache_to`` cannot work with a builder of ``driver`` (None: it can)."""
     exports = [v for v in cache_to if not v.strip().startswith("type=inline")]
     if not exports or driver is None or driver in CACHE_EXPORTING_DRIVERS:
         return None
-    if driver == ENGINE_DRIVER and containerd_store:
-        return None
-    store = " of an engine with the classic image store" if driver == ENGINE_DRIVER else ""
     return (
-        f"--cache-to {exports[0]}: the buildx builder uses the {driver!r} driver{store}, which "
-        "cannot export a build cache. Enable the engine's containerd image store (daemon.json "
-        '`{"features": {"containerd-snapshotter": true}}`, as `ci/engine` does), or create a '
-        "builder that can (`docker buildx create --name lockdock --driver docker-container`, "
-        "or a remote BuildKit with `--driver remote tcp://HOST:1234`) and pass --builder NAME"
+        f"--cache-to {exports[0]}: the buildx builder uses the {driver!r} driver, which cannot "
+        "export a build cache. Create one that can (`docker buildx create --name lockdock "
+        "--driver docker-container`, or a remote BuildKit with `--driver remote "
+        "tcp://HOST:1234`) and pass --builder NAME"
     )
 
 
@@ -128,10 +117,6 @@ def check_cache_to(builder: str | None, cache_to: Sequence[str]) -> None:
     """UsageError before any work when ``--cache-to`` cannot be exported by ``builder``."""
     if not cache_to:
         return
-    from lockdock.engine import uses_containerd_store
-
-    driver = builder_driver(builder)
-    containerd_store = driver == ENGINE_DRIVER and uses_containerd_store(builder)
-    problem = cache_to_problem(driver, cache_to, containerd_store=containerd_store)
+    problem = cache_to_problem(builder_driver(builder), cache_to)
     if problem:
         raise UsageError(problem + ".")

@@ -62,20 +62,6 @@ def check_engine(builder: str | None = None) -> None:
             )
 
 
-#: What ``docker info`` reports as the driver type of the containerd image store.
-CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
-
-
-def uses_containerd_store(context: str | None = None) -> bool:
-    """Whether the engine of docker context ``context`` (default: the current one; a buildx
-    builder of the ``docker`` driver is named after its context) uses the containerd image
-    store. False when it does not answer: the caller then treats it as the classic store."""
-    argv = ["docker", *(["--context", context] if context else []), "info", "--format",
-            "{{json .DriverStatus}}"]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    return proc.returncode == 0 and CONTAINERD_SNAPSHOTTER in proc.stdout
-
-
 @functools.cache
 def docker_client() -> Any:
     """The Docker SDK client for the local engine (one per process); EngineError when the

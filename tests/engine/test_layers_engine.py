@@ -351,37 +351,3 @@ def test_a_relock_installs_into_the_kept_prefix_and_gives_a_fresh_installs_layer
     manifest = json.loads(blob_path(layout, platform_manifests(layout)["linux/amd64"]).read_text())
     config = json.loads(blob_path(layout, manifest["config"]["digest"]).read_text())
     assert tuple(config["rootfs"]["diff_ids"]) == built.new.layers
-
-
-def _install_step_cached(log: str) -> bool:
-    """Whether the builder's install step (install-env) was a cache hit in a plain build log."""
-    steps = re.findall(r"^#(\d+) \[builder \d+/\d+\] RUN .*install-env", log, re.MULTILINE)
-    assert steps, log[-3000:]
-    return all(re.search(rf"^#{step} CACHED$", log, re.MULTILINE) for step in steps)
-
-
-def test_a_registry_cache_gives_an_empty_build_cache_the_same_image_without_installing(
-    built: Built,
-) -> None:
-    """CI's cache, on the engine's own builder (the docker driver exports one with the
-    containerd image store): a build exports BuildKit's registry cache, the build cache is
-    emptied (a fresh runner), and a build importing that cache runs no install and gives the
-    same image; the control, emptied again without the import, installs. Last in this
-    module: it empties the engine's build cache."""
-    name = f"{NAME}-cache"
-    cache = f"{REGISTRY}/{NAME}-cache:cpu"
-    common = ("build", "cpu", "--base-image", built.base_image, "--name", name, "--force")
-    try:
-        exported = ok(lockdock(built.root, *common, "--cache-to", cache))
-        assert f"exporting the build cache to {cache}" in exported.stderr
-        ok(docker("buildx", "prune", "--all", "--force"))
-        imported = ok(lockdock(built.root, *common, "--cache-from", cache))
-        ok(docker("buildx", "prune", "--all", "--force"))
-        control = ok(lockdock(built.root, *common))
-    finally:
-        remove_tags(name)
-    assert "importing cache manifest from " + cache in imported.stderr
-    assert _install_step_cached(imported.stderr), imported.stderr[-3000:]
-    assert not _install_step_cached(control.stderr), control.stderr[-3000:]
-    digests = {proc.stdout.split()[-1] for proc in (exported, imported, control)}
-    assert len(digests) == 1, digests
