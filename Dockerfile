@@ -26,7 +26,6 @@ ARG LOCK=conda-lock.yml
 
 FROM ${BASE_IMAGE} AS lockdock-base
 ARG BASE_IMAGE
-ARG SOURCE_DATE_EPOCH
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 USER root
 # One RUN and no COPY: the files of images/base are installed from a bind mount (so they
@@ -34,13 +33,18 @@ USER root
 # is a whiteout entry stamped with the build's time). At the end, every path this RUN created
 # or changed (its ctime is newer than the start, whatever mtime it was given: useradd copies
 # /etc/skel and its backups with their old times) and each folder above it is clamped to
-# SOURCE_DATE_EPOCH, as BuildKit's rewrite-timestamp would clamp them. The layer's bytes then
-# depend on its inputs only, and are the same whether or not a flavor turns the rewrite on
-# (README, "Reproducible"). useradd stamps /etc/shadow with SOURCE_DATE_EPOCH (shadow >= 4.8).
+# 2000-01-01 (946684800, STABLE_EPOCH of lockdock/installer/layer_plan.py, the time the
+# splitter gives folders), which is older than any lock's SOURCE_DATE_EPOCH: BuildKit's
+# rewrite-timestamp leaves the layer as it is, so it is the same whether or not a flavor turns
+# the rewrite on. Not the lock's SOURCE_DATE_EPOCH (no ARG of it here): a relock that moves
+# it would change this layer, and with it the chain of every layer above, and every client
+# would extract the whole environment again (README, "Reproducible"). useradd stamps
+# /etc/shadow with the SOURCE_DATE_EPOCH exported here (shadow >= 4.8).
 RUN --network=none \
     --mount=type=bind,source=images/base/rootfs,target=/tmp/lockdock-rootfs \
     --mount=type=bind,source=images/base/condarc,target=/tmp/lockdock-condarc \
     set -eux; \
+    export SOURCE_DATE_EPOCH=946684800; \
     started=$(date +%s.%N); \
     install -d -m 0755 /usr/local/bin /usr/local/lib/lockdock /opt/conda/envs; \
     install -m 0755 /tmp/lockdock-rootfs/bin/* /usr/local/bin/; \
@@ -52,7 +56,7 @@ RUN --network=none \
     useradd --uid 1000 --user-group --create-home --no-log-init --shell /bin/bash lockdock; \
     printf '\n# lockdock: activate the locked environment\n. /usr/local/lib/lockdock/activate.sh\n' \
         >> /etc/bash.bashrc; \
-    set +x; epoch="${SOURCE_DATE_EPOCH:-0}"; \
+    set +x; epoch="$SOURCE_DATE_EPOCH"; \
     find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path '/tmp/lockdock-*' \
         -o -path /etc/hosts -o -path /etc/hostname -o -path /etc/resolv.conf \) -prune \
         -o -newerct "@${started}" -print0 \

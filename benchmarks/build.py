@@ -41,7 +41,7 @@ from lockdock.installer import install
 from lockdock.installer.layer_plan import REPORT_PATH
 from lockdock.installer.lockfile import read_lock
 from lockdock.installer.store import artifact_path
-from lockdock.testing import ChannelServer, FakePackage, build_channel
+from lockdock.testing import BUILD_TIMESTAMP, ChannelServer, FakePackage, build_channel
 from lockdock.testing.baseimage import ensure_base_image, ensure_engine
 from lockdock.testing.demo import (
     CHANNEL_NAME,
@@ -57,14 +57,19 @@ from lockdock.workspace import Workspace
 
 NAME = "lockdock-bench/cpu"
 REGISTRY = "127.0.0.1:5000"
-HELLO_NEXT = FakePackage("hello", "1.1", build="0", files={"share/hello/version": "1.1\n"})
+#: The relocks' new builds are a month newer, as conda-forge's are: the relock moves the
+#: lock's SOURCE_DATE_EPOCH (and so the image config's `created`), as a real relock does.
+NEXT_TIMESTAMP = BUILD_TIMESTAMP + 30 * 86400
+HELLO_NEXT = FakePackage("hello", "1.1", build="0", files={"share/hello/version": "1.1\n"},
+                         timestamp=NEXT_TIMESTAMP)
 
 
 def _midsize(version: str) -> FakePackage:
     """4 MiB of random (seeded) base64 text: a package whose layer is its own bytes."""
     rng = random.Random(version)
     text = base64.b64encode(rng.randbytes(3 * 1024 * 1024)).decode("ascii")
-    return FakePackage("midsize", version, build="0", files={"share/midsize/data.txt": text})
+    return FakePackage("midsize", version, build="0", files={"share/midsize/data.txt": text},
+                       timestamp=BUILD_TIMESTAMP if version == "1.0" else NEXT_TIMESTAMP)
 
 
 MIDSIZE = (_midsize("1.0"), _midsize("1.1"))

@@ -36,7 +36,7 @@ from lockdock.installer.layer_plan import (
     bucket_of,
     slot_dir,
 )
-from lockdock.testing import ChannelServer, FakePackage, build_channel
+from lockdock.testing import BUILD_TIMESTAMP, ChannelServer, FakePackage, build_channel
 from lockdock.testing.cpython import packaging_problem
 from lockdock.testing.demo import (
     CHANNEL_NAME,
@@ -55,8 +55,12 @@ pytestmark = [pytest.mark.engine]
 
 NAME = "lockdock-test/layers"
 REGISTRY = "127.0.0.1:5000"
+#: hello 1.1 is built a month after everything else, as a relock's newer conda-forge build
+#: would be: the relock moves the lock's SOURCE_DATE_EPOCH.
+HELLO_NEXT_TIMESTAMP = BUILD_TIMESTAMP + 30 * 86400
 EXTRA_PACKAGES = (
-    FakePackage("hello", "1.1", build="0", files={"share/hello/version": "1.1\n"}),
+    FakePackage("hello", "1.1", build="0", files={"share/hello/version": "1.1\n"},
+                timestamp=HELLO_NEXT_TIMESTAMP),
     FakePackage("extra", "1.0", build="0", files={"share/extra/readme": "extra\n"}),
 )
 SECOND_FLAVOR = 'accelerator = "cpu"\nextends = "cpu"\nmoving-tags = ["second"]\n'
@@ -77,6 +81,7 @@ class Image:
     tag: str
     layers: tuple[str, ...]  # diff IDs, in order
     report: dict[str, Any]  # the split report shipped in the image
+    created: str  # the config's `created`: the lock's SOURCE_DATE_EPOCH
 
     def slot_layers(self) -> dict[str, str]:
         """Slot -> diff ID of its layer: slots are the 56 layers before the last two (the
@@ -95,7 +100,8 @@ class Image:
 def image(tag: str) -> Image:
     inspected = json.loads(ok(docker("image", "inspect", tag)).stdout)[0]
     shipped = ok(docker("run", "--rm", tag, "cat", f"/{REPORT_PATH}")).stdout
-    return Image(tag, tuple(inspected["RootFS"]["Layers"]), json.loads(shipped))
+    return Image(tag, tuple(inspected["RootFS"]["Layers"]), json.loads(shipped),
+                 inspected["Created"])
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,10 @@ def test_one_package_relock_changes_only_its_bucket_and_the_shared_slot(built: B
     hello = slot_dir(bucket_of("conda:hello"))
     assert built.new.slot_of("conda:hello") == hello
     assert changed == {slot_dir(SHARED_SLOT), hello}
+    # hello 1.1's newer build moved SOURCE_DATE_EPOCH, yet the base stage's layers are the
+    # same: every layer's chain below hello's bucket is unchanged, so a client that has the
+    # old image extracts only from that bucket up.
+    assert built.old.created.startswith("2024-01-01") and built.new.created.startswith("2024-01-31")
     base = len(built.old.layers) - 2 - len(old)
     assert built.old.layers[:base] == built.new.layers[:base]  # the base stage is shared
     assert built.old.layers[-2:] != built.new.layers[-2:]  # the lock file and its SBOM

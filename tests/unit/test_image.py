@@ -19,6 +19,7 @@ from lockdock.errors import EngineError, IntegrityError
 from lockdock.facts import ENV_PREFIX
 from lockdock.image import dockerfile, plan
 from lockdock.image.stage import prepare_build
+from lockdock.installer.layer_plan import STABLE_EPOCH
 from lockdock.installer.lockfile import read_lock
 from lockdock.installer.pyc_cache import BUILDER_PYC_CACHE, PYC_CACHE_ARG, PYC_CACHE_OFF
 from lockdock.installer.store import inventory, relative_path
@@ -150,8 +151,14 @@ def test_the_shipped_stages_stamp_their_files_instead_of_copying_context_times()
     stage = base[base.index(" AS lockdock-base"):]
     assert not [line for line in dockerfile.layer_instructions(stage)
                 if line.upper().startswith(("COPY", "ADD"))]  # fmt: skip
-    assert 'epoch="${SOURCE_DATE_EPOCH:-0}"' in stage and '-newerct "@${started}"' in stage
+    assert '-newerct "@${started}"' in stage
     assert 'touch --no-dereference --date="@${epoch}" "$path"' in stage
+    # A fixed time, the splitter's folder time, not the lock's SOURCE_DATE_EPOCH: a relock
+    # that moves it leaves the base layer (and every layer's chain above it) as it was.
+    base_stage = stage[:stage.index("\nFROM ")] if "\nFROM " in stage else stage
+    assert f"export SOURCE_DATE_EPOCH={STABLE_EPOCH};" in base_stage
+    assert 'epoch="$SOURCE_DATE_EPOCH"' in base_stage
+    assert "ARG SOURCE_DATE_EPOCH" not in base_stage
     stages = (REPO / "images/base/stages.Dockerfile").read_text()
     environment = stages[stages.index(" AS environment"):]
     copies = dockerfile.layer_instructions(environment)

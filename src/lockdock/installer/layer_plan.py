@@ -79,7 +79,8 @@ MAX_PARTS = 4
 #: The builder stage's build argument for a flavor's own threshold in MiB (flavor.toml
 #: ``solo-layer-mib``; unset: ``SOLO_MIN_BYTES``). images/base/build/install-env reads it.
 SOLO_LAYER_ARG = "SOLO_LAYER_MIB"
-#: 2000-01-01T00:00:00Z: the time of pip distributions, the shared slot and every directory.
+#: 2000-01-01T00:00:00Z: the time of pip distributions, the shared slot and every directory,
+#: and of what the base stage's RUN writes (images/base/Dockerfile; tests/unit/test_image.py).
 STABLE_EPOCH = 946684800
 #: Files the installer and the builder leave that no package lists (relative to the prefix;
 #: ``fnmatch`` patterns): conda's history, lockdock's own-prefix marker, the cache tag rattler

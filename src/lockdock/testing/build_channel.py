@@ -51,7 +51,7 @@ def build_one(channel_dir: Path, spec: dict[str, Any]) -> Path:
             build_number=spec["build_number"],
             noarch=noarch,  # type: ignore[arg-type]  # validated by rattler-build
             license=spec.get("license"),
-            timestamp=datetime.fromtimestamp(BUILD_TIMESTAMP, tz=UTC),
+            timestamp=datetime.fromtimestamp(spec.get("timestamp", BUILD_TIMESTAMP), tz=UTC),
             detect_prefix=bool(spec.get("detect_prefix")),
             compression_threads=1,
             **kwargs,

@@ -6,7 +6,8 @@
 ...     server.url                                   # http://127.0.0.1:PORT
 
 Packages are real ``.conda`` archives made by ``rattler_build.assemble_package`` with a fixed
-timestamp, so the same packages always give the same bytes (and the same sha256 in a lock).
+timestamp (``BUILD_TIMESTAMP`` unless a package names its own), so the same packages always
+give the same bytes (and the same sha256 in a lock).
 Building runs ``python -m lockdock.testing.build_channel`` and indexing runs
 ``lockdock.testing.channel.index_main`` in a child: py-rattler-build and py-rattler abort at
 interpreter exit when imported into one process, so neither is imported here.
@@ -41,7 +42,9 @@ class FakePackage:
     packages made from real builds such as a CPython prefix. ``detect_prefix`` records
     prefix placeholders in text and binary files, as conda-build does (only matters for
     ``source_dir`` trees built for a specific prefix). ``noarch`` is ``"generic"`` or
-    ``"python"`` for ``subdir="noarch"`` (default ``"generic"``).
+    ``"python"`` for ``subdir="noarch"`` (default ``"generic"``). ``timestamp``: the build
+    time recorded in the package (default ``BUILD_TIMESTAMP``); a later one makes a relock
+    move the lock's ``SOURCE_DATE_EPOCH``, as conda-forge's newer builds do.
     """
 
     name: str
@@ -56,6 +59,7 @@ class FakePackage:
     detect_prefix: bool = False
     noarch: str | None = None
     license: str | None = None
+    timestamp: int = BUILD_TIMESTAMP
 
     @property
     def filename(self) -> str:
