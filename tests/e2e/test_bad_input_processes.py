@@ -26,6 +26,12 @@ from lockdock.installer.download import TEMP_SUFFIX
 from tests.unit.test_bad_input import Project, _fill_store, proj, serve  # noqa: F401
 
 CLI = [sys.executable, "-c", "from lockdock.cli import main; main()"]
+#: The CLI as a terminal's Ctrl-C reaches it: a run started in the background by a shell
+#: without job control (`.ci/run &` from a script) inherits SIGINT ignored, and Python then
+#: keeps ignoring it, so the child restores Python's handler first.
+CLI_WITH_CTRL_C = [sys.executable, "-c", "import signal; "
+                   "signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "from lockdock.cli import main; main()"]
 
 
 def _parts(root: Path) -> list[Path]:
@@ -77,7 +83,7 @@ def test_ctrl_c_during_a_stalled_download(proj: Project) -> None:  # noqa: F811
     server = Stalling(_files(proj))
     with serve(server) as host:
         _serve_lock(proj, server, host)
-        fetch = subprocess.Popen([*CLI, "-C", str(proj.project), "fetch"],
+        fetch = subprocess.Popen([*CLI_WITH_CTRL_C, "-C", str(proj.project), "fetch"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             _wait_for(lambda: bool(_parts(proj.store)), "the download's temp file")
@@ -96,7 +102,7 @@ def test_rerun_after_sigkill_removes_dead_temp_files(proj: Project) -> None:  # 
     server = Stalling(_files(proj))
     with serve(server) as host:
         _serve_lock(proj, server, host)
-        fetch = subprocess.Popen([*CLI, "-C", str(proj.project), "fetch"],
+        fetch = subprocess.Popen([*CLI_WITH_CTRL_C, "-C", str(proj.project), "fetch"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for(lambda: bool(_parts(proj.store)), "the download's temp file")
         fetch.kill()
