@@ -262,8 +262,7 @@ def build(ctx: _Context, flavor: str, platform: str | None, base_image: str | No
 @pass_ctx
 def verify_repro(ctx: _Context, flavor: str, platform: str | None, base_image: str | None,
                  builder: str | None, keep: Path | None) -> None:
-    """Build FLAVOR twice with --no-cache; exit 12 naming differing files if digests differ,
-    or if they differ from the recorded build of the same lock, base image and builder."""
+    """Build FLAVOR twice with --no-cache; exit 12 if they, or the recorded build, differ."""
     from lockdock.image.repro import verify_repro as run_twice
 
     run_twice(_ready(ctx, flavor, platform, builder), base_image=base_image,
