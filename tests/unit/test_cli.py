@@ -73,3 +73,13 @@ def test_flavors_lists_the_repository_flavors(capsys: pytest.CaptureFixture[str]
     assert run_cli("flavors", project=REPO) == 0
     out = capsys.readouterr().out
     assert "cpu: cpu, lock conda-lock.yml" in out and "cuda: cuda extends cpu" in out
+
+
+def test_python_dash_m_lockdock_is_the_command(tmp_path: Path) -> None:
+    """``python -m lockdock`` runs the CLI with its exit codes (2: a usage error)."""
+    ran = subprocess.run([sys.executable, "-m", "lockdock", "--help"], capture_output=True,
+                         text=True, cwd=tmp_path, check=False)  # fmt: skip
+    assert ran.returncode == 0 and "Usage: lockdock" in ran.stdout, ran.stderr
+    wrong = subprocess.run([sys.executable, "-m", "lockdock", "no-such-command"],
+                           capture_output=True, text=True, cwd=tmp_path, check=False)  # fmt: skip
+    assert wrong.returncode == 2 and "No such command" in wrong.stderr
