@@ -12,13 +12,18 @@ pinned by file:// URL + sha256 and fetched into a store first (fetch is not time
   (``lockdock.testing.installs.decompress_artifacts``: conda archives with py-rattler's
   extractor, wheels with ``zipfile``; benchmarks/build.py uses the same floor).
 
-Prints medians and the install/decompress ratio.
+Prints medians and the install/decompress ratio, in wall-clock seconds and in CPU seconds
+(user + system, this process and its children: the work each does, whatever the core count;
+the install's byte-compilation runs in child processes). Disk writeback makes wall-clock
+times on a slow disk vary several-fold between runs: ``--work /dev/shm/...`` (a tmpfs) times
+the work alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -41,6 +46,12 @@ from lockdock.testing.installs import (
 
 def tree_size(root: Path) -> int:
     return sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def cpu_seconds() -> float:
+    """User + system seconds of this process and of its waited-for children so far."""
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))  # fmt: skip
 
 
 def unshadow_pypi_build() -> None:
@@ -77,22 +88,24 @@ def main() -> int:
     artifact_bytes = sum(f.stat().st_size for f in files)
 
     prefix, scratch = work / "env", work / "unpacked"
-    install_s, unpack_s = [], []
+    install_s, unpack_s, install_cpu, unpack_cpu = [], [], [], []
     phases: dict[str, list[float]] = {}
     for run in range(args.runs):
         for path in (prefix, scratch):
             shutil.rmtree(path, ignore_errors=True)
         os.sync()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         report = install.install(lock, prefix, platform="linux-64", store=store_dir, offline=True)
         install_s.append(time.perf_counter() - started)
+        install_cpu.append(cpu_seconds() - cpu)
         for phase, seconds in report.seconds.items():
             phases.setdefault(phase, []).append(seconds)
 
         os.sync()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         decompress_artifacts(files, scratch)
         unpack_s.append(time.perf_counter() - started)
+        unpack_cpu.append(cpu_seconds() - cpu)
         print(f"run {run + 1}: install {install_s[-1]:.1f} s, decompress {unpack_s[-1]:.1f} s",
               file=sys.stderr)  # fmt: skip
 
@@ -105,10 +118,13 @@ def main() -> int:
     rows = [("install (lockdock), total", install_s)]
     rows += [(f"  install phase: {name}", values) for name, values in phases.items()]
     rows += [("decompress only (1 thread)", unpack_s)]
+    rows += [("install, CPU seconds", install_cpu), ("decompress, CPU seconds", unpack_cpu)]
     for label, values in rows:
         print(f"| {label} | {statistics.median(values):.1f} | {min(values):.1f} | "
               f"{max(values):.1f} |")  # fmt: skip
     print(f"\ninstall / decompress = {med_install / med_unpack:.2f}x")
+    work = statistics.median(install_cpu) / statistics.median(unpack_cpu)
+    print(f"install / decompress, CPU seconds = {work:.2f}x")
     return 0
 
 
