@@ -24,8 +24,9 @@ ARG LOCK=conda-lock.yml
 # or pass --base-image REF@sha256:... to `lockdock build` (Miniforge:
 # condaforge/miniforge3:<version>@sha256:<digest>).
 
+# No `ARG BASE_IMAGE` inside the stage: newer Dockerfile frontends record such an ARG in the
+# image's history (another digest per BuildKit version); `lockdock build` labels base.name.
 FROM ${BASE_IMAGE} AS lockdock-base
-ARG BASE_IMAGE
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 USER root
 # One RUN and no COPY: the files of images/base are installed from a bind mount (so they
@@ -72,8 +73,7 @@ ENV LOCKDOCK_PREFIX=/opt/conda/envs/lockdock \
     CONDA_PREFIX=/opt/conda/envs/lockdock \
     CONDA_DEFAULT_ENV=lockdock \
     PATH=/opt/conda/envs/lockdock/bin:${PATH}
-LABEL org.opencontainers.image.base.name="${BASE_IMAGE}" \
-      org.opencontainers.image.title="lockdock ML environment" \
+LABEL org.opencontainers.image.title="lockdock ML environment" \
       org.opencontainers.image.description="A locked conda environment (conda-lock.yml) at /opt/conda/envs/lockdock" \
       org.opencontainers.image.licenses="BSD-3-Clause"
 USER lockdock

@@ -81,13 +81,14 @@ def _project_with_lock(tmp_path: Path, kind: str) -> Path:
 def test_labels_from_the_lock(tmp_path: Path) -> None:
     context = resolve_flavor(_project_with_lock(tmp_path, "cuda"), "cuda", "linux/amd64")
     labels = plan_labels(context, epoch=1704067200, version_tag="cuda-ssssssssssss",
-                         source="https://example/repo")
+                         source="https://example/repo", base_image="base@sha256:" + "b" * 64)
     assert labels[FLAVOR_LABEL] == "cuda" and labels[ACCELERATOR_LABEL] == "cuda"
     assert labels[LOCK_HASH_LABEL] == context.lock.content_hash["linux-64"]
     assert labels["io.lockdock.cuda.version"] == "12.8"
     assert labels["io.lockdock.cuda.min-driver"] == "570.26"
     assert labels["io.lockdock.pytorch.version"] == "2.8.0"
     assert labels["org.opencontainers.image.created"] == "2024-01-01T00:00:00Z"
+    assert labels["org.opencontainers.image.base.name"] == "base@sha256:" + "b" * 64
     # the git commit is no build input: not a label (one lock at two commits is one image)
     assert not any(key.endswith(".revision") for key in labels)
 
@@ -100,11 +101,14 @@ def test_two_commits_plan_one_image_and_record_their_revision(tmp_path: Path) ->
     context = resolve_flavor(_project_with_lock(tmp_path, "cuda"), "cuda", "linux/amd64")
     present = {f"sha256/{a.sha256}/{a.filename}" for a in context.artifacts}
 
-    def plan(revision: str) -> BuildPlan:
+    def plan(revision: str, base: str | None = "b:1") -> BuildPlan:
         return plan_build(context, store=tmp_path / "store", present=present,
                           timestamps=[1704067200], git=("https://example/repo", revision),
-                          native=context.platform, work=tmp_path / "work", base_image="b:1")
+                          native=context.platform, work=tmp_path / "work", base_image=base,
+                          base_default="default:1")  # fmt: skip
 
     first, second = plan("a" * 40), plan("b" * 40)
     assert first.labels == second.labels
+    assert first.labels["org.opencontainers.image.base.name"] == "b:1"
+    assert plan("a" * 40, None).labels["org.opencontainers.image.base.name"] == "default:1"
     assert (first.revision, second.revision) == ("a" * 40, "b" * 40)

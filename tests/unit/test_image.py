@@ -397,3 +397,41 @@ def test_every_path_the_dockerfiles_read_is_tracked_by_git() -> None:
     assert "images/base/build" in read and "images/base/rootfs" in read
     for path in read:
         assert any(t == path or t.startswith(path.rstrip("/") + "/") for t in tracked), path
+
+
+def _stage_chain(text: str) -> list[str]:
+    """The instructions of the stages the last stage of ``text`` is built on, itself included."""
+    instructions, continued = [], False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not continued and line and not line.startswith("#"):
+            instructions.append(line)
+        continued = line.endswith("\\") or (continued and line.startswith("#"))
+    stages: dict[str, tuple[str, list[str]]] = {}
+    last = ""
+    for line in instructions:
+        if line.upper().startswith("FROM "):
+            words = line.split()
+            last = words[3] if len(words) >= 4 and words[2].upper() == "AS" else f"#{len(stages)}"
+            stages[last] = (words[1], [])
+        elif last:
+            stages[last][1].append(line)
+    chain, name = [], last
+    while name in stages:
+        parent, lines = stages[name]
+        chain += lines
+        name = parent
+    return chain
+
+
+@pytest.mark.parametrize("flavor", sorted(load_project(REPO).flavors))
+def test_no_build_argument_is_declared_in_the_stages_an_image_is_made_of(flavor: str) -> None:
+    """Newer Dockerfile frontends write each ARG inside a stage into the image history: one
+    there would make the digest depend on the builder's BuildKit version (base.name is a
+    ``lockdock build --label`` instead)."""
+    project = load_project(REPO)
+    text = dockerfile.render_dockerfile(dockerfile.dockerfile_parts(REPO, project.flavors[flavor]),
+                                        flavor)  # fmt: skip
+    chain = _stage_chain(text)
+    assert any(line.startswith("COPY --link --from=builder") for line in chain), chain[:5]
+    assert [line for line in chain if line.upper().startswith("ARG")] == []

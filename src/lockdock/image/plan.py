@@ -48,8 +48,14 @@ def source_date_epoch(timestamps: Iterable[datetime | int | None]) -> int:
 
 def plan_labels(
     context: FlavorContext, *, epoch: int, version_tag: str, source: str | None,
+    base_image: str,
 ) -> dict[str, str]:
-    """Every label of the image (lock facts, flavor, platform, versions, OCI annotations)."""
+    """Every label of the image (lock facts, flavor, platform, versions, OCI annotations).
+
+    ``base.name`` is a label here, not a Dockerfile ``LABEL``: that would need an ``ARG
+    BASE_IMAGE`` inside the base stage, and newer Dockerfile frontends write each such ``ARG``
+    into the image's history (BuildKit 0.23's does, dockerd 26's 0.13 does not): the same
+    build would give two digests on the two."""
     return {
         facts.FLAVOR_LABEL: context.flavor.name,
         facts.ACCELERATOR_LABEL: context.accelerator.kind,
@@ -60,6 +66,7 @@ def plan_labels(
         f"{facts.OCI}.created": facts.oci_created(epoch),
         f"{facts.OCI}.version": version_tag,
         f"{facts.OCI}.source": source or "unknown",
+        f"{facts.OCI}.base.name": base_image,
     }
 
 
@@ -173,11 +180,13 @@ def plan_build(
     problem = None if base_image else base_image_problem(base_default)
     if problem:
         raise UsageError(problem + ".")
+    base = base_image or base_default
+    assert base is not None  # base_image_problem refused neither
     epoch = source_date_epoch(timestamps)
     tags = planned_tags(context, native)
     source, revision = git
     labels = plan_labels(context, epoch=epoch, version_tag=tags.content_addressed,
-                         source=source)
+                         source=source, base_image=base)
     return BuildPlan(
         project_root=context.project.root,
         flavor=flavor.name,
