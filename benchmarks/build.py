@@ -37,9 +37,9 @@ from lockdock.context import resolve_flavor
 from lockdock.facts import ENV_PREFIX
 from lockdock.image.build import BuildResult
 from lockdock.image.build import build as build_image
-from lockdock.inspect import TRAILING_LAYERS
+from lockdock.inspect import first_slot_layer, shipped_report
 from lockdock.installer import install
-from lockdock.installer.layer_plan import REPORT_PATH, SHARED_SLOT, SLOTS
+from lockdock.installer.layer_plan import SHARED_SLOT, SLOTS
 from lockdock.installer.lockfile import read_lock
 from lockdock.installer.store import artifact_path
 from lockdock.testing import BUILD_TIMESTAMP, ChannelServer, FakePackage, build_channel
@@ -158,8 +158,7 @@ def push(local: str, remote: str) -> float:
 
 def changed_installed_bytes(old: str, new: str) -> int:
     """Installed bytes of the slots whose packages differ between two images' reports."""
-    reports = [json.loads(_docker("run", "--rm", ref, "cat", f"/{REPORT_PATH}"))
-               for ref in (old, new)]
+    reports = [shipped_report(ref) for ref in (old, new)]
     before = {s["slot"]: s for s in reports[0]["slots"]}
     return sum(int(s["installed_bytes"]) for s in reports[1]["slots"]
                if s["packages"] != before[s["slot"]]["packages"])
@@ -168,7 +167,7 @@ def changed_installed_bytes(old: str, new: str) -> int:
 def package_slot_bytes(layers: list[tuple[str, int]], old_layers: set[str]) -> int:
     """Of the layers ``old_layers`` lacks, the compressed bytes of the package slots: not the
     shared slot, lock and SBOM layers, which every relock changes whatever its size."""
-    first = len(layers) - SLOTS - TRAILING_LAYERS
+    first = first_slot_layer(len(layers))
     package = {first + slot for slot in range(SLOTS) if slot != SHARED_SLOT}
     return sum(size for index, (digest, size) in enumerate(layers)
                if index in package and digest not in old_layers)  # fmt: skip
@@ -300,16 +299,15 @@ def main() -> int:
     print(f"cold build ({compressions[0]}) / decompression: {cold_build / decompression:.2f}")
     relock = med["rebuild after a one-package relock"]
     print(f"relock rebuild / cold build: {relock / cold_build:.2%}")
-    print("bytes pushed after the relock / installed bytes of the changed slots: "
-          f"{sizes['pushed after the relock'] / sizes['installed bytes of the changed slots']:.2f}")
-    print("bytes pushed after the midsize relock / installed bytes of the changed slots: "
-          f"{sizes['pushed after the midsize relock'] / sizes['installed bytes of the changed slots (midsize)']:.2f}")  # noqa: E501
     for case, suffix in (("relock", ""), ("midsize relock", " (midsize)")):
+        pushed = sizes[f"pushed after the {case}"]
+        package = sizes[f"of which package slots{suffix}"]
         installed = sizes[f"installed bytes of the changed slots{suffix}"]
+        print(f"bytes pushed after the {case} / installed bytes of the changed slots: "
+              f"{pushed / installed:.2f}")
         print(f"package-slot bytes pushed after the {case} / their installed bytes: "
-              f"{sizes[f'of which package slots{suffix}'] / installed:.2f} (the rest: the "
-              "shared slot, lock and SBOM layers, "
-              f"{sizes[f'pushed after the {case}'] - sizes[f'of which package slots{suffix}']} B)")
+              f"{package / installed:.2f} (the rest: the shared slot, lock and SBOM layers, "
+              f"{pushed - package} B)")
     print(f"host install / decompression: {med['install on the host'] / decompression:.2f}")
     return 0
 

@@ -50,8 +50,8 @@ def tree_size(root: Path) -> int:
 
 def cpu_seconds() -> float:
     """User + system seconds of this process and of its waited-for children so far."""
-    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
-               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))  # fmt: skip
+    usages = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(usage.ru_utime + usage.ru_stime for usage in usages)
 
 
 def unshadow_pypi_build() -> None:

@@ -45,6 +45,12 @@ class LayerRow:
     shared: bool | None
 
 
+def first_slot_layer(layer_count: int) -> int:
+    """Index of slot 00 among an image's layers: the base's come first, the lock file's and
+    the SBOM's (``TRAILING_LAYERS``) last."""
+    return layer_count - SLOTS - TRAILING_LAYERS
+
+
 def _package(entry: Mapping[str, Any]) -> str:
     return f"{entry['name']} {entry['version']}"
 
@@ -62,7 +68,7 @@ def layer_rows(
             "lockdock."
         )
     have = set(against.diff_ids) if against else None
-    first_slot = len(image.diff_ids) - SLOTS - TRAILING_LAYERS
+    first_slot = first_slot_layer(len(image.diff_ids))
 
     def row(slot: str, packages: Sequence[str], installed: int | None, diff_id: str) -> LayerRow:
         return LayerRow(slot, tuple(packages), installed, image.compressed.get(diff_id),

@@ -112,3 +112,14 @@ def test_two_commits_plan_one_image_and_record_their_revision(tmp_path: Path) ->
     assert first.labels["org.opencontainers.image.base.name"] == "b:1"
     assert plan("a" * 40, None).labels["org.opencontainers.image.base.name"] == "default:1"
     assert (first.revision, second.revision) == ("a" * 40, "b" * 40)
+
+
+def test_a_build_with_no_base_image_is_refused_before_any_work(tmp_path: Path) -> None:
+    from lockdock.errors import UsageError
+    from lockdock.image.plan import plan_build
+
+    context = resolve_flavor(_project_with_lock(tmp_path, "cuda"), "cuda", "linux/amd64")
+    present = {f"sha256/{a.sha256}/{a.filename}" for a in context.artifacts}
+    with pytest.raises(UsageError, match=r"no default BASE_IMAGE; pass --base-image REF\.$"):
+        plan_build(context, store=tmp_path / "store", present=present, timestamps=[1],
+                   git=(None, None), native=context.platform, work=tmp_path / "work")

@@ -401,15 +401,9 @@ def test_every_path_the_dockerfiles_read_is_tracked_by_git() -> None:
 
 def _stage_chain(text: str) -> list[str]:
     """The instructions of the stages the last stage of ``text`` is built on, itself included."""
-    instructions, continued = [], False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not continued and line and not line.startswith("#"):
-            instructions.append(line)
-        continued = line.endswith("\\") or (continued and line.startswith("#"))
     stages: dict[str, tuple[str, list[str]]] = {}
     last = ""
-    for line in instructions:
+    for line in dockerfile.instructions(text):
         if line.upper().startswith("FROM "):
             words = line.split()
             last = words[3] if len(words) >= 4 and words[2].upper() == "AS" else f"#{len(stages)}"

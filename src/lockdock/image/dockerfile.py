@@ -89,19 +89,23 @@ def dockerfile_parts(root: Path, flavor: Flavor) -> list[tuple[str, str]]:
 LAYER_INSTRUCTIONS = ("RUN", "COPY", "ADD", "WORKDIR")
 
 
-def layer_instructions(text: str) -> list[str]:
-    """The instructions of a Dockerfile part that add layers with build-time file times, as
-    written (first line). lockdock's own stages (images/base) stamp their files themselves;
-    a flavor's final stage that has any of these needs BuildKit's ``rewrite-timestamp``."""
+def instructions(text: str) -> list[str]:
+    """Every instruction of a Dockerfile (part), as written: its first line, stripped."""
     found, continued = [], False
     for line in text.splitlines():
         stripped = line.strip()
         if not continued and stripped and not stripped.startswith("#"):
-            keyword = stripped.split(maxsplit=1)[0].upper()
-            if keyword in LAYER_INSTRUCTIONS:
-                found.append(stripped)
+            found.append(stripped)
         continued = stripped.endswith("\\") or (continued and stripped.startswith("#"))
     return found
+
+
+def layer_instructions(text: str) -> list[str]:
+    """The instructions of a Dockerfile part that add layers with build-time file times, as
+    written (first line). lockdock's own stages (images/base) stamp their files themselves;
+    a flavor's final stage that has any of these needs BuildKit's ``rewrite-timestamp``."""
+    return [line for line in instructions(text)
+            if line.split(maxsplit=1)[0].upper() in LAYER_INSTRUCTIONS]  # fmt: skip
 
 
 def default_base_image(base_dockerfile_text: str) -> str | None:

@@ -177,11 +177,9 @@ def plan_build(
             f"{flavor.name} --platform {subdir}` first: it builds each sdist once, "
             "reproducibly; the image's installer builds nothing."
         )
-    problem = None if base_image else base_image_problem(base_default)
-    if problem:
-        raise UsageError(problem + ".")
     base = base_image or base_default
-    assert base is not None  # base_image_problem refused neither
+    if not base:
+        raise UsageError(f"{base_image_problem(base)}.")
     epoch = source_date_epoch(timestamps)
     tags = planned_tags(context, native)
     source, revision = git

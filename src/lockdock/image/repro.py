@@ -112,6 +112,7 @@ def explain_difference(layout_a: Path, layout_b: Path, manifest_a: str, manifest
         lines += [f"  {line}" for line in differences]
     return lines[:limit]
 
+
 def comparable_record(record: BuildRecord | None, plan: BuildPlan) -> BuildRecord | str:
     """``record`` when a fresh build of ``plan`` must give its digest; otherwise why not."""
     if record is None:
