@@ -207,8 +207,8 @@ _PLATFORM = click.Choice(DOCKER_PLATFORMS)
 
 def _ready(ctx: _Context, flavor: str, platform: str | None, builder: str | None) \
         -> FlavorContext:
-    """Engine, then the flavor resolved once, refused if its lock no longer matches its
-    inputs (`lock --check` on the lock just read)."""
+    """The flavor resolved once, refused if its lock no longer matches its inputs (`lock
+    --check` on the lock just read), then the engine."""
     from lockdock.image.build import ready_to_build
     from lockdock.lock import require_fresh_locks
 

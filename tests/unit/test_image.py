@@ -312,12 +312,14 @@ def test_buildx_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert "docker-buildx" in str(caught.value)
 
 
-def test_cli_refuses_an_unknown_flavor_and_a_stale_lock(
+def test_cli_refuses_an_unknown_flavor_and_a_stale_lock_whatever_the_engine_state(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The project's mistakes are named before the engine is asked: with an engine that does
+    not answer, the unknown flavor and the stale lock still get their own exit codes."""
     from lockdock.cli import main
 
-    monkeypatch.setattr(engine, "check_engine", lambda builder=None: None)
+    monkeypatch.setenv("PATH", _fake_docker(tmp_path, "echo 'Cannot connect' >&2; exit 1\n"))
     project = tmp_path / "proj"
     (project / "images" / "cpu").mkdir(parents=True)
     write_flavor(project / "images", "cpu")

@@ -150,7 +150,7 @@ def build_command(
     cache_to: tuple[str, ...] = (),
 ) -> BuildResult:
     """What ``lockdock build`` and ``nox -s build-<flavor>`` run, on a flavor the CLI resolved
-    once (``ready_to_build``: engine, project, lock, freshness)."""
+    once (``ready_to_build``: project, lock, freshness, engine)."""
     return build(context, base_image=base_image, builder=builder, name=name, force=force,
                  compression=compression, cache_from=cache_from, cache_to=cache_to)
 
@@ -159,9 +159,10 @@ def ready_to_build(
     project_dir: Path, flavor: str, platform: str | None, builder: str | None,
     check_fresh: Callable[[FlavorContext], None],
 ) -> FlavorContext:
-    """The engine first (before any work), then the flavor resolved once, then
-    ``check_fresh`` on it (the CLI passes ``lock --check``; image never imports lock)."""
-    engine.check_engine(builder)  # through the module: tests fake the engine here
+    """The flavor resolved once and ``check_fresh`` on it (the CLI passes ``lock --check``;
+    image never imports lock), then the engine: the project's own mistakes are named first,
+    whatever state the engine is in, and both checks come before any work."""
     context = resolve_flavor(project_dir, flavor, platform)
     check_fresh(context)
+    engine.check_engine(builder)  # through the module: tests fake the engine here
     return context
