@@ -16,8 +16,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from lockdock.errors import BuildError, EngineError
+from lockdock.errors import BuildError, EngineError, LockdockError, UsageError
 from lockdock.platform import Platform
+from lockdock.registry import parse_reference
 
 
 def native_platform() -> Platform:
@@ -56,10 +57,19 @@ def check_engine(builder: str | None = None) -> None:
             ["docker", "buildx", "inspect", builder], capture_output=True, text=True, check=False
         )
         if inspect.returncode != 0:
-            raise EngineError(
-                f"buildx has no builder {builder!r} ({inspect.stderr.strip()[-300:]}).",
-                hint="Create it with `docker buildx create --name NAME ...` or drop --builder.",
-            )
+            raise builder_problem(builder, inspect.stderr)
+
+
+def builder_problem(builder: str, stderr: str) -> EngineError | UsageError:
+    """What ``docker buildx inspect BUILDER`` failing means: a builder that does not exist is
+    the command line's mistake (``--builder``, exit 2); any other failure is the engine's."""
+    detail = stderr.strip()[-300:]
+    hint = "Create it with `docker buildx create --name NAME ...` or drop --builder."
+    if "no builder" in stderr.lower():
+        return UsageError(f"--builder {builder!r}: buildx has no builder of that name "
+                          f"({detail}). `docker buildx ls` lists the builders.", hint=hint)
+    return EngineError(f"buildx could not inspect the builder {builder!r} ({detail}).",
+                       hint=hint)
 
 
 @functools.cache
@@ -81,13 +91,29 @@ def docker_client() -> Any:
 
 
 def local_image_id(reference: str) -> str | None:
-    """The engine's id (with the containerd store: manifest digest) of a local image."""
+    """The engine's id (with the containerd store: manifest digest) of a local image; None
+    when the engine has none. UsageError for a reference that is not one (checked with
+    ``parse_reference`` before the engine is asked, and the engine's own refusal too)."""
     import docker.errors
 
+    parse_reference(reference)
     try:
         return str(docker_client().images.get(reference).id)
     except docker.errors.ImageNotFound:
         return None
+    except docker.errors.APIError as error:
+        raise lookup_problem(reference, error.status_code, error.explanation or str(error)) \
+            from None
+
+
+def lookup_problem(reference: str, status: int | None, explanation: str) -> LockdockError:
+    """The engine refusing a local image lookup: a 4xx is the reference's fault (exit 2), any
+    other answer the engine's (exit 9)."""
+    if status is not None and 400 <= status < 500:
+        return UsageError(f"The Docker engine refuses the image reference {reference!r}: "
+                          f"{explanation}.")
+    return EngineError(f"The Docker engine failed to look up the image {reference!r} "
+                       f"(HTTP {status}): {explanation}.")
 
 
 def untag(reference: str) -> None:

@@ -6,24 +6,34 @@ compressed bytes where a registry manifest tells them, and — against a previou
 published image — whether a machine that has that image already has the layer, and how many
 bytes it must pull to update (the sum over the layers it lacks, by diff ID).
 
-Pure: ``layer_rows``, ``render_table``, ``update_summary``. Edges (the Docker CLI):
-``image_layers``, ``shipped_report``, ``inspect_command``.
+Pure: ``layer_rows``, ``render_table``, ``update_summary``, and the checks of what a registry
+sent (``platform_manifest``, ``registry_image``). Edges (the Docker CLI): ``image_layers``,
+``shipped_report``, ``inspect_command``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockdock.errors import EngineError, UsageError
+from lockdock.errors import EngineError, RegistryError, UsageError
 from lockdock.installer.layer_plan import REPORT_PATH, SHARED_SLOT, SLOTS, slot_dir
+from lockdock.registry import parse_reference
 
 #: Layers of the final stage after the slots: the lock file and the SBOM.
 TRAILING_LAYERS = 2
+#: The image an index stands for when the caller names no platform.
+DEFAULT_PLATFORM = "linux/amd64"
+IMAGE_CONFIG_TYPES = (
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+)
+_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 
 
 @dataclass(frozen=True)
@@ -136,11 +146,99 @@ def render_table(rows: Sequence[LayerRow], against: str | None = None) -> list[s
     return lines
 
 
+# --- what a registry sent (pure) -----------------------------------------------------------
+
+
+def check_against(against: str) -> str:
+    """``--against``: an image reference (``parse_reference``), else UsageError naming it."""
+    try:
+        if str(parse_reference(against)) != against:
+            raise UsageError("it has surrounding spaces.")
+    except UsageError as error:
+        raise UsageError(f"--against {against!r} is not an image reference: {error.message} "
+                         "Pass a local image or a registry reference "
+                         "([registry/]name[:tag][@sha256:digest]).") from None
+    return against
+
+
+def _not_comparable(reference: str, why: str) -> RegistryError:
+    return RegistryError(f"{reference} is not an image whose layers can be compared: {why}. "
+                         "--against takes a container image (local, or a registry tag or "
+                         "digest of one).")
+
+
+def _json(reference: str, text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise _not_comparable(reference, f"its {what} is not JSON ({text.strip()[:80]!r})"
+                              ) from None
+
+
+def _diff_ids(value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, list) and all(isinstance(d, str) and _DIGEST.match(d) for d in value):
+        return tuple(value)
+    return None
+
+
+def platform_manifest(reference: str, index: Any, platform: str) -> str:
+    """The digest of ``platform``'s (``os/arch``) image in the index ``index``."""
+    manifests = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(manifests, list):
+        raise _not_comparable(reference, "its index has no list of manifests")
+    wanted = tuple(platform.split("/")[:2])
+    listed = []
+    for entry in manifests:
+        where = entry.get("platform") if isinstance(entry, dict) else None
+        if not isinstance(where, dict):
+            continue
+        listed.append(f"{where.get('os')}/{where.get('architecture')}")
+        digest = entry.get("digest")
+        if (where.get("os"), where.get("architecture")) == wanted and isinstance(digest, str) \
+                and _DIGEST.match(digest):
+            return digest
+    raise _not_comparable(reference, f"it is an index with no {platform} image (it lists "
+                                     f"{', '.join(listed) or 'none'})")
+
+
+def registry_image(reference: str, manifest: Any, config: Any) -> ImageLayers:
+    """The layers of a registry image from its manifest and image config (as JSON values):
+    RegistryError unless they are a container image's, with one diff ID per layer."""
+    if not isinstance(manifest, dict) or "manifests" in manifest:
+        raise _not_comparable(reference, "its manifest is not an image manifest")
+    descriptor = manifest.get("config")
+    media = descriptor.get("mediaType") if isinstance(descriptor, dict) else None
+    if manifest.get("artifactType") or media not in IMAGE_CONFIG_TYPES:
+        kind = manifest.get("artifactType") or media
+        raise _not_comparable(reference, f"it is an artifact ({kind}), not a container "
+                                         "image: its config is not an image config")
+    layers = manifest.get("layers")
+    if not isinstance(layers, list) or not all(
+        isinstance(layer, dict) and type(layer.get("size")) is int and layer["size"] >= 0
+        for layer in layers
+    ):
+        raise _not_comparable(reference, "its manifest's layers are not descriptors with sizes")
+    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    diff_ids = _diff_ids(rootfs.get("diff_ids") if isinstance(rootfs, dict) else None)
+    if diff_ids is None:
+        raise _not_comparable(reference, "its image config has no rootfs.diff_ids (the "
+                                         "digests of its layers)")
+    if len(diff_ids) != len(layers):
+        raise _not_comparable(reference, f"its image config lists {len(diff_ids)} layer(s), "
+                                         f"its manifest {len(layers)}")
+    return ImageLayers(reference, diff_ids,
+                       {d: int(layer["size"]) for d, layer in zip(diff_ids, layers, strict=True)})
+
+
 # --- edges (the Docker CLI) -----------------------------------------------------------------
 
 
 def _docker(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+    try:
+        return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise EngineError("The docker client is not installed: inspect reads images through "
+                          "it.") from None
 
 
 def saved_sizes(reference: str) -> dict[str, int]:
@@ -176,33 +274,53 @@ def saved_sizes(reference: str) -> dict[str, int]:
             if b in sizes}  # fmt: skip
 
 
-def image_layers(reference: str, *, sizes: bool = False) -> ImageLayers:
-    """Diff IDs of a local image (``sizes``: with compressed sizes from ``docker save``),
-    else of a registry image (with compressed sizes from its manifest)."""
+def local_layers(reference: str, *, sizes: bool = False) -> ImageLayers | None:
+    """Diff IDs of a local image (``sizes``: with compressed sizes from ``docker save``);
+    None when the engine has no such image."""
     local = _docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", reference)
-    if local.returncode == 0:
-        diff_ids = tuple(json.loads(local.stdout))
-        return ImageLayers(reference, diff_ids, saved_sizes(reference) if sizes else {})
-    config = _docker("buildx", "imagetools", "inspect", reference, "--format",
-                     '{{json .Image}}')  # fmt: skip
-    raw = _docker("buildx", "imagetools", "inspect", reference, "--raw")
-    if config.returncode or raw.returncode:
-        raise EngineError(
-            f"{reference} is neither a local image nor readable from its registry: "
-            f"{(config.stderr or raw.stderr).strip()[-300:]}"
+    if local.returncode != 0:
+        if "no such image" in local.stderr.lower():
+            return None
+        raise EngineError(f"The Docker engine could not inspect {reference}: "
+                          f"{local.stderr.strip()[-300:]}")
+    diff_ids = _diff_ids(_json(reference, local.stdout, "layer list"))
+    if diff_ids is None:
+        raise EngineError(f"The Docker engine lists no layers for {reference} "
+                          f"({local.stdout.strip()[:200]!r}).")
+    return ImageLayers(reference, diff_ids, saved_sizes(reference) if sizes else {})
+
+
+def _imagetools(reference: str, *args: str, target: str | None = None) -> str:
+    """``docker buildx imagetools inspect`` of ``target`` (default: ``reference``, the one
+    the user named, which the error names)."""
+    proc = _docker("buildx", "imagetools", "inspect", target or reference, *args)
+    if proc.returncode != 0:
+        part = f" (its manifest {target})" if target else ""
+        raise RegistryError(
+            f"{reference} is neither a local image nor readable from its registry{part}: "
+            f"{proc.stderr.strip()[-300:]}"
         )
-    image, manifest = json.loads(config.stdout), json.loads(raw.stdout)
-    if "manifests" in manifest:  # an index: take the manifest of the config's platform
-        image = image.get("linux/amd64", image) if "rootfs" not in image else image
-        digest = next(m["digest"] for m in manifest["manifests"]
-                      if m.get("platform", {}).get("architecture") == image.get("architecture"))
-        raw = _docker("buildx", "imagetools", "inspect", f"{reference.split('@')[0]}@{digest}",
-                      "--raw")  # fmt: skip
-        manifest = json.loads(raw.stdout)
-    diff_ids = tuple(image["rootfs"]["diff_ids"])
-    compressed = {d: int(layer["size"])
-                  for d, layer in zip(diff_ids, manifest["layers"], strict=True)}
-    return ImageLayers(reference, diff_ids, compressed)
+    return proc.stdout
+
+
+def registry_layers(reference: str, platform: str = DEFAULT_PLATFORM) -> ImageLayers:
+    """Diff IDs and compressed sizes of a registry image (an index: its ``platform`` image)."""
+    manifest = _json(reference, _imagetools(reference, "--raw"), "manifest")
+    target = None
+    if isinstance(manifest, dict) and "manifests" in manifest:
+        target = f"{parse_reference(reference).name}@"
+        target += platform_manifest(reference, manifest, platform)
+        manifest = _json(reference, _imagetools(reference, "--raw", target=target), "manifest")
+    config = _json(reference, _imagetools(reference, "--format", "{{json .Image}}",
+                                          target=target), "config")  # fmt: skip
+    return registry_image(reference, manifest, config)
+
+
+def image_layers(reference: str, *, sizes: bool = False,
+                 platform: str = DEFAULT_PLATFORM) -> ImageLayers:
+    """A local image's layers, else a registry image's (see ``local_layers``,
+    ``registry_layers``)."""
+    return local_layers(reference, sizes=sizes) or registry_layers(reference, platform)
 
 
 def shipped_report(reference: str) -> dict[str, Any]:
@@ -217,16 +335,25 @@ def shipped_report(reference: str) -> dict[str, Any]:
     return dict(json.loads(proc.stdout))
 
 
-def table_for(reference: str, against: str | None = None) -> list[str]:
-    """The markdown table of a local image, optionally against another image."""
-    image = image_layers(reference, sizes=True)
-    other = image_layers(against) if against else None
+def table_for(reference: str, against: str | None = None, *,
+              platform: str = DEFAULT_PLATFORM, missing: str | None = None) -> list[str]:
+    """The markdown table of a local image, optionally against another image (local, else
+    from its registry; an index: its ``platform`` image). ``missing``: the message when the
+    engine has no ``reference``."""
+    if against is not None:
+        check_against(against)
+    image = local_layers(reference, sizes=True)
+    if image is None:
+        raise UsageError(missing or f"{reference} is not an image in the engine: inspect reads "
+                         "a local image (its layer split report and its layers).")
+    other = image_layers(against, platform=platform) if against is not None else None
     return render_table(layer_rows(shipped_report(reference), image, other), against)
 
 
 def inspect_command(project_dir: Path, flavor: str, *, platform: str | None = None,
                     against: str | None = None) -> str:
     """What ``lockdock inspect`` prints: the flavor's last build (its build record)."""
+    from lockdock import engine
     from lockdock.context import resolve_flavor
 
     context = resolve_flavor(project_dir, flavor, platform)
@@ -234,5 +361,13 @@ def inspect_command(project_dir: Path, flavor: str, *, platform: str | None = No
     if record is None:
         raise UsageError(f"Flavor {flavor} has no build record for {context.platform}: run "
                          f"`lockdock build {flavor}` first.")
-    lines = [f"### {flavor}: {record.reference}", "", *table_for(record.reference, against)]
+    if against is not None:
+        check_against(against)
+    engine.check_engine()
+    missing = (f"The last build of {flavor} for {context.platform}, {record.reference} (its "
+               "build record), is no longer in the engine (removed or pruned): rebuild it "
+               f"with `lockdock build {flavor}`.")
+    table = table_for(record.reference, against, platform=str(context.platform.docker),
+                      missing=missing)
+    lines = [f"### {flavor}: {record.reference}", "", *table]
     return "\n".join(lines) + "\n"

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from lockdock import facts
 from lockdock.context import FlavorContext
-from lockdock.errors import IntegrityError, UsageError
+from lockdock.errors import IntegrityError, SpecError, UsageError
 from lockdock.installer.layer_plan import SOLO_LAYER_ARG
 from lockdock.installer.lockfile import LockedArtifact
 from lockdock.installer.pyc_cache import PYC_CACHE_ARG, PYC_CACHE_OFF
 from lockdock.installer.store import plan_fetch
 from lockdock.platform import Platform
+from lockdock.registry import parse_reference
 from lockdock.tags import Tags, local_name, local_tags
 
 #: When the lock's conda packages carry no timestamp (2000-01-01T00:00:00Z).
@@ -68,6 +69,45 @@ def plan_labels(
         f"{facts.OCI}.source": source or "unknown",
         f"{facts.OCI}.base.name": base_image,
     }
+
+
+def check_image_name(name: str, flavor: str) -> str:
+    """``--name``: a repository (``[registry/]path``) without tag or digest, since the build
+    gives the tags itself. UsageError naming it otherwise (an empty name too: no silent
+    default)."""
+    expected = (f"an image repository such as {local_name(flavor)} or ghcr.io/org/name, "
+                "without a tag or digest (the build gives its own tags)")
+    try:
+        ref = parse_reference(name)
+    except UsageError as error:
+        raise UsageError(f"--name {name!r} is not an image name: {error.message} Pass "
+                         f"{expected}.") from None
+    if ref.tag or ref.digest or name != ref.name:
+        part = f"the digest @{ref.digest}" if ref.digest else (
+            f"the tag :{ref.tag}" if ref.tag else "surrounding spaces")
+        raise UsageError(f"--name {name!r} has {part}: pass {expected}.")
+    return name
+
+
+def check_base_image(base_image: str | None, base_default: str | None) -> str:
+    """The base image the build starts from: ``--base-image`` (UsageError when it is not an
+    image reference) or images/base/Dockerfile's ``ARG BASE_IMAGE`` default (SpecError)."""
+    from lockdock.image.dockerfile import base_image_problem
+
+    if base_image is None and not base_default:
+        raise UsageError(f"{base_image_problem(base_default)}.")
+    base = base_image if base_image is not None else str(base_default)
+    try:
+        if str(parse_reference(base)) != base:
+            raise UsageError("it has surrounding spaces.")
+    except UsageError as error:
+        if base_image is not None:
+            raise UsageError(f"--base-image {base!r} is not an image reference: "
+                             f"{error.message} Pass [registry/]name[:tag][@sha256:digest]."
+                             ) from None
+        raise SpecError(f"images/base/Dockerfile's ARG BASE_IMAGE default {base!r} is not an "
+                        f"image reference: {error.message}") from None
+    return base
 
 
 def planned_tags(context: FlavorContext, native: Platform) -> Tags:
@@ -158,9 +198,9 @@ def plan_build(
     ``flavor_layers``: ``dockerfile.layer_instructions`` of the flavor's own Dockerfile.
     ``unbuilt``: the lock's pip sdists for which the store holds no built wheel (the image's
     installer builds nothing: without it the build would fail inside BuildKit)."""
-    from lockdock.image.dockerfile import base_image_problem
-
     flavor, subdir = context.flavor, context.platform.subdir
+    local = local_name(flavor.name) if name is None else check_image_name(name, flavor.name)
+    base = check_base_image(base_image, base_default)
     missing = missing_from_store(context.artifacts, present)
     if missing:
         listing = _listing(missing)
@@ -177,9 +217,6 @@ def plan_build(
             f"{flavor.name} --platform {subdir}` first: it builds each sdist once, "
             "reproducibly; the image's installer builds nothing."
         )
-    base = base_image or base_default
-    if not base:
-        raise UsageError(f"{base_image_problem(base)}.")
     epoch = source_date_epoch(timestamps)
     tags = planned_tags(context, native)
     source, revision = git
@@ -194,7 +231,7 @@ def plan_build(
         lock_sha256=context.lock_sha256,
         epoch=epoch,
         base_image=base_image,
-        name=name or local_name(flavor.name),
+        name=local,
         tags=tags,
         labels=labels,
         dockerfile=work / f"{flavor.name}.Dockerfile",

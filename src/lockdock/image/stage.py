@@ -26,7 +26,7 @@ from lockdock.image.dockerfile import (
     layer_instructions,
     write_rendered_dockerfile,
 )
-from lockdock.image.plan import BuildPlan, plan_build
+from lockdock.image.plan import BuildPlan, check_base_image, check_image_name, plan_build
 from lockdock.installer.built import unbuilt_sdists
 from lockdock.installer.lockfile import LockedArtifact
 from lockdock.installer.store import inventory, relative_path
@@ -179,11 +179,15 @@ def prepare_build(
     from lockdock.engine import native_platform
 
     workspace = context.workspace
-    store = Path(store) if store else workspace.store
-    present = inventory(store)
     base_path = context.project.root / BASE_DOCKERFILE
     base_default = default_base_image(base_path.read_text(encoding="utf-8")) \
         if base_path.is_file() else None
+    # the command line's mistakes first, before the store is read (plan_build checks again)
+    if name is not None:
+        check_image_name(name, context.flavor.name)
+    check_base_image(base_image, base_default)
+    store = Path(store) if store else workspace.store
+    present = inventory(store)
     timestamps: list[datetime | int | None] = []
     if not [a for a in context.artifacts if relative_path(a) not in present]:
         timestamps = list(package_timestamps(store, context.artifacts))
