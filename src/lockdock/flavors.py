@@ -20,6 +20,11 @@ A root flavor (no ``extends``) starts from the project's ``environment.yml``. Pa
 (``parse_flavor_file``); ``resolve_flavors`` turns the parsed files into chains, refusing an
 unknown parent, a cycle, a source listed twice, or two defaults — each a SpecError (exit 3)
 naming the file and key.
+
+The virtual packages are one conda-lock mode, never a mix: a flavor's own `virtual-packages`,
+`with-cuda` or `without-cuda`, or else its folder's virtual-packages.yml, replaces the
+parent's setting as a whole; a key next to that file, a `virtual-packages` naming no file or
+a `with-cuda` py-rattler cannot read is refused (exit 3).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 from lockdock.accelerators import accelerator as accelerator_kind
 from lockdock.errors import SpecError
 from lockdock.platform import Platform
+from lockdock.virtual_packages import with_cuda_problem
 
 FLAVOR_FILE = "flavor.toml"
 ENVIRONMENT_FILE = "environment.yml"
@@ -88,6 +94,13 @@ def parse_flavor_file(name: str, directory: Path, text: str) -> FlavorFile:
     given = [key for key in _EXCLUSIVE if key in values]
     if len(given) > 1:
         raise SpecError(f"{path}: `{given[0]}` and `{given[1]}` exclude each other.")
+    problem = with_cuda_problem(values["with-cuda"]) if "with-cuda" in values else None
+    if problem is not None:
+        raise SpecError(
+            f"{path}: `with-cuda = {values['with-cuda']!r}` {problem}; give a __cuda version "
+            '(e.g. "12.0"), or "default" for conda-lock\'s default __cuda; write '
+            "`without-cuda = true` for none."
+        )
     if "accelerator" in values:
         accelerator_kind(values["accelerator"], source=f"{path}: `accelerator`")
     for platform in values.get("platforms", ()):
@@ -189,17 +202,7 @@ def _flavor(root: Path, file: FlavorFile, parent: Flavor | None) -> Flavor:
                 "(a source file may appear once)."
             )
         sources.append(path)
-    vpkgs_name = values.get("virtual-packages")
-    if vpkgs_name is None and not any(k in values for k in _EXCLUSIVE):
-        implicit = file.directory / VIRTUAL_PACKAGES_FILE
-        vpkgs = implicit if implicit.is_file() else (parent.virtual_packages_file if parent
-                                                     else None)
-        with_cuda = parent.with_cuda if parent else None
-        without_cuda = parent.without_cuda if parent else False
-    else:
-        vpkgs = file.directory / vpkgs_name if vpkgs_name else None
-        with_cuda = values.get("with-cuda")
-        without_cuda = bool(values.get("without-cuda", False))
+    vpkgs, with_cuda, without_cuda = _virtual_packages(file, parent)
     is_default = bool(values.get("default", False))
     return Flavor(
         name=file.name,
@@ -219,3 +222,37 @@ def _flavor(root: Path, file: FlavorFile, parent: Flavor | None) -> Flavor:
         solo_layer_mib=inherited("solo-layer-mib", parent.solo_layer_mib if parent else None,
                                  None),
     )
+
+
+def _virtual_packages(
+    file: FlavorFile, parent: Flavor | None
+) -> tuple[Path | None, str | None, bool]:
+    """(spec file, with-cuda, without-cuda): the flavor's own setting — a `virtual-packages`,
+    `with-cuda` or `without-cuda` key, else its folder's virtual-packages.yml — replaces
+    the parent's as a whole (one mode, as on conda-lock's command line); else inherited."""
+    values = file.values
+    implicit = file.directory / VIRTUAL_PACKAGES_FILE
+    if "virtual-packages" in values:
+        relative = values["virtual-packages"]
+        path = file.directory / relative
+        if not path.is_file():
+            raise SpecError(
+                f"{file.path}: `virtual-packages = {relative!r}` names {path}, which is not a "
+                "file; expected a virtual-package spec (conda-lock's --virtual-package-spec "
+                f"format), relative to {file.directory}."
+            )
+        return path, None, False
+    given = [key for key in ("with-cuda", "without-cuda") if key in values]
+    if given and implicit.is_file():
+        raise SpecError(
+            f"{file.path}: `{given[0]}` and {implicit} exclude each other (a flavor's "
+            f"{VIRTUAL_PACKAGES_FILE} is its virtual-package spec, and lockdock would ignore "
+            "one of the two): remove the key or the file."
+        )
+    if given:
+        return None, values.get("with-cuda"), bool(values.get("without-cuda", False))
+    if implicit.is_file():
+        return implicit, None, False
+    if parent is None:
+        return None, None, False
+    return parent.virtual_packages_file, parent.with_cuda, parent.without_cuda

@@ -93,6 +93,14 @@ class VirtualPackageOptions:
                 "--with-cuda needs a version (e.g. 12.0), or `default` for conda-lock's "
                 "default __cuda; use --without-cuda for none."
             )
+        problem = None if self.with_cuda is None else with_cuda_problem(self.with_cuda)
+        if problem is not None:
+            from lockdock.errors import UsageError
+
+            raise UsageError(
+                f"--with-cuda {self.with_cuda!r} {problem}; give a __cuda version (e.g. 12.0), "
+                "or `default` for conda-lock's default __cuda; use --without-cuda for none."
+            )
 
     @property
     def given(self) -> bool:
@@ -158,14 +166,13 @@ class VirtualPackageSet:
         """The ``__glibc`` version as (major, minor), or None when the platform has none."""
         for package in self.by_platform.get(platform, ()):
             if package.name == "__glibc":
-                parts = package.version.split(".")
-                try:
-                    return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
-                except ValueError:
+                parsed = _major_minor(package.version)
+                if parsed is None:
                     raise SpecError(
                         f"{self.source}: __glibc version {package.version!r} is not "
                         "MAJOR.MINOR."
-                    ) from None
+                    )
+                return parsed
         return None
 
     def version_of(self, platform: str, name: str) -> str | None:
@@ -244,7 +251,10 @@ def validate_virtual_packages_file(path: Path) -> None:
     """Fail with the file and line for malformed YAML or a misspelt structure."""
     from lockdock.textio import read_yaml
 
-    data: Any = read_yaml(path)  # not UTF-8, malformed, duplicate keys: SpecError
+    try:
+        data: Any = read_yaml(path)  # not UTF-8, malformed, duplicate keys: SpecError
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such virtual-package spec file.") from None
     if not isinstance(data, dict) or set(data) != {"subdirs"}:
         raise SpecError(
             f"{path}: a virtual-package spec has exactly one top-level key, `subdirs:` "
@@ -276,6 +286,61 @@ def validate_virtual_packages_file(path: Path) -> None:
                     f"{path}: the version of {name} under {platform} must be a quoted "
                     f'string (write `{name}: "{version}"`: YAML reads 12.10 as 12.1).'
                 )
+            problem = virtual_package_problem(name, version)
+            if problem is None and name == "__glibc" and _major_minor(
+                _split(version)[0]
+            ) is None:
+                problem = "has a version that is not MAJOR.MINOR (e.g. 2.28)"
+            if problem is not None:
+                raise SpecError(
+                    f"{path}: `{name}: {version!r}` under {platform} {problem}; a value is "
+                    '`VERSION` or `VERSION BUILD`, e.g. `__cuda: "12.6"`, '
+                    '`__archspec: "1 x86_64"`.'
+                )
+
+
+def _split(value: str) -> tuple[str, str]:
+    """``VERSION BUILD`` split as conda-lock splits it (at the first space)."""
+    version, _, build = value.partition(" ")
+    return version, build
+
+
+def virtual_package_problem(name: str, value: str) -> str | None:
+    """What py-rattler (the solver, see ``to_rattler``) would refuse in the virtual package
+    ``name`` with ``value`` (``VERSION`` or ``VERSION BUILD``), as the end of a sentence
+    about it; None when it would take it. conda-lock takes any string, so without this
+    check a bad value reaches the solver (or only changes the content hash)."""
+    from rattler import BuildString, PackageName, Version
+
+    version, build = _split(value)
+    for what, parse, text in (("name", PackageName, name), ("version", Version, version),
+                              ("build string", BuildString, build)):  # fmt: skip
+        if what == "build string" and not text:
+            continue  # none: to_rattler gives "0"
+        try:
+            parse(text)
+        except Exception as error:  # rattler's Invalid*Error, ValueError
+            return f"has an invalid {what} ({_one_line(error)})"
+    return None
+
+
+def with_cuda_problem(value: str) -> str | None:
+    """Why a ``with-cuda`` value (flavor.toml or ``--with-cuda``) is refused, as the end of
+    a sentence; None for a version or ``"default"``."""
+    if value == CONDA_LOCK_DEFAULT_CUDA:
+        return None
+    if not value.strip():
+        return "is empty"
+    return virtual_package_problem("__cuda", value)
+
+
+def _major_minor(version: str) -> tuple[int, int] | None:
+    """``(2, 28)`` of ``2.28`` (or ``2.28.x``, ``2``); None unless both are plain digits
+    (``int()`` alone would read ``2_28`` as 228)."""
+    parts = [*version.split("."), "0"][:2]
+    if not all(part.isascii() and part.isdigit() for part in parts):
+        return None
+    return int(parts[0]), int(parts[1])
 
 
 def to_rattler(packages: Sequence[VirtualPackage]) -> list[Any]:
