@@ -11,15 +11,15 @@ Flow for one flavor (``lock_project``):
    ``Gateway``), solve the conda part (``rattler.solve``) with the flavor's virtual
    packages, resolve the ``pip:`` part with uv (``lockdock.pip_resolve``) against the
    solved Python, treating conda-provided Python distributions as installed;
-3. write ``conda-lock.yml`` with conda-lock's ``write_conda_lock_file`` into a temp
-   directory beside the lock, then ``os.replace`` it: on any failure the old lock stays.
+3. once every flavor is solved, write each ``conda-lock.yml`` with conda-lock's
+   ``write_conda_lock_file`` into a temp directory beside the lock, then ``os.replace``
+   them all: on any failure every old lock stays.
 
 ``check_locks`` is the offline half: no solve, only content hashes compared the way
 ``conda-lock lock --check-input-hash`` compares them.
 
-Channels are resolved through ``Mirrors`` (``--mirror NAME=URL`` / ``LOCKDOCK_MIRRORS``):
-the solve fetches from the mirror and the lock records the URLs the packages came from,
-while ``metadata.channels`` keeps the names as written (they feed the content hash).
+Channels are resolved through ``lockdock.mirrors.Mirrors`` (``--mirror NAME=URL`` /
+``LOCKDOCK_MIRRORS``), re-exported here.
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lockdock import progress
-from lockdock.errors import SpecError, StaleLockError
+from lockdock.errors import LocalFileError, SpecError, StaleLockError
+from lockdock.mirrors import Mirrors
 from lockdock.spec import Flavor, Project, validate_environment_file
 from lockdock.textio import read_text
 from lockdock.virtual_packages import (
@@ -50,60 +51,12 @@ if TYPE_CHECKING:
     from conda_lock.models.lock_spec import LockSpecification
 
     from lockdock.installer.lockfile import Lock
-    from lockdock.solve import LockResult
-
-MIRRORS_ENV = "LOCKDOCK_MIRRORS"
-DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org"
+    from lockdock.solve import LockResult, SolvedFlavor
 
 
 def mapping_url() -> str:
     """The shipped PyPI<->conda name mapping, as a local path conda-lock accepts."""
     return str(resources.files("lockdock") / "data" / "pypi-conda-mapping.json")
-
-
-# --- channels and mirrors -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Mirrors:
-    """Channel name (or URL) as written in environment.yml -> URL to fetch it from."""
-
-    by_channel: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, entries: Iterable[str], source: str = "--mirror") -> Mirrors:
-        result: dict[str, str] = {}
-        for entry in entries:
-            name, sep, url = entry.partition("=")
-            name, url = name.strip(), url.strip()
-            if not sep or not name or not url:
-                from lockdock.errors import UsageError
-
-                raise UsageError(
-                    f"{source} {entry!r} is not NAME=URL (e.g. "
-                    "conda-forge=https://mirror.example/conda-forge)."
-                )
-            if "://" not in url:
-                url = Path(url).resolve().as_uri()
-            result[name.rstrip("/")] = url.rstrip("/")
-        return cls(result)
-
-    @classmethod
-    def from_sources(cls, options: Iterable[str], environ: Mapping[str, str]) -> Mirrors:
-        """``LOCKDOCK_MIRRORS`` (whitespace- or comma-separated), then ``--mirror`` options."""
-        env_entries = environ.get(MIRRORS_ENV, "").replace(",", " ").split()
-        merged = dict(cls.parse(env_entries, MIRRORS_ENV).by_channel)
-        merged.update(cls.parse(options).by_channel)
-        return cls(merged)
-
-    def resolve(self, channel: str) -> str:
-        """The URL to fetch ``channel`` from."""
-        key = channel.rstrip("/")
-        if key in self.by_channel:
-            return self.by_channel[key]
-        if "://" in key:
-            return key
-        return f"{DEFAULT_CHANNEL_ALIAS}/{key}"
 
 
 # --- plan (pure, offline) -----------------------------------------------------------------
@@ -444,6 +397,33 @@ def require_fresh_locks(
         )
 
 
+def lock_write_error(flavor: Flavor, error: OSError) -> LocalFileError:
+    from lockdock.fsutil import local_file_error
+
+    return local_file_error(flavor.lock_path, error, f"write the lock of flavor {flavor.name!r} to")
+
+
+def check_lock_target(flavor: Flavor) -> None:
+    """Refuse a lock path that cannot be written before anything is solved (a solve can take
+    minutes): a directory in its place, a folder that is not one, a folder that refuses a
+    new file (probed with a temp file, removed at once)."""
+    import errno
+    import tempfile
+
+    path = flavor.lock_path
+    if path.is_dir():
+        raise lock_write_error(flavor, IsADirectoryError(errno.EISDIR, "Is a directory"))
+    if not path.parent.is_dir():
+        raise lock_write_error(
+            flavor, NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path.parent))
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe."):
+            pass
+    except OSError as error:
+        raise lock_write_error(flavor, error) from None
+
+
 def lock_project(
     project: Project,
     flavors: Sequence[str] = (),
@@ -451,18 +431,23 @@ def lock_project(
     cache_dir: Path | None = None,
     virtual_packages: VirtualPackageOptions | None = None,
 ) -> list[LockResult]:
-    """Lock ``flavors`` (default: all). Every flavor is planned before any solve, so a bad
-    input anywhere fails before anything is fetched or written."""
-    from lockdock.solve import default_cache_dir, lock_flavor, make_gateway
+    """Lock ``flavors`` (default: all), all or nothing: every flavor is planned and the cache
+    and lock paths checked before any solve (a bad input fails before anything is fetched),
+    and every flavor is solved before any lock is written (a flavor that cannot be solved
+    leaves the other flavors' locks as they were)."""
+    from lockdock.solve import default_cache_dir, make_gateway, solve_flavor, write_locks
 
     mirrors = mirrors or Mirrors()
-    plans = [plan_flavor(f, mirrors, virtual_packages) for f in project.select(flavors)]
-    gateway = make_gateway(cache_dir or default_cache_dir(project))
+    selected = project.select(flavors)
+    plans = [plan_flavor(f, mirrors, virtual_packages) for f in selected]
+    gateway = make_gateway(cache_dir or default_cache_dir(project))  # probes the cache
+    for flavor in selected:
+        check_lock_target(flavor)
 
-    async def run() -> list[LockResult]:
-        return [await lock_flavor(gateway, plan, mirrors) for plan in plans]
+    async def run() -> list[SolvedFlavor]:
+        return [await solve_flavor(gateway, plan, mirrors) for plan in plans]
 
-    return asyncio.run(run())
+    return write_locks(asyncio.run(run()))
 
 
 def lock_command(
@@ -481,8 +466,8 @@ def lock_command(
             f"Project {project.root} has no flavor: create images/cpu/Dockerfile (the "
             "default flavor, locked into ./conda-lock.yml) or another images/<flavor>/."
         )
+    mirrors = Mirrors.from_sources(mirror_options, os.environ)  # refused even with --check
     if check:
         require_fresh_locks(project, flavors, virtual_packages)
         return []
-    mirrors = Mirrors.from_sources(mirror_options, os.environ)
     return lock_project(project, flavors, mirrors, virtual_packages=virtual_packages)

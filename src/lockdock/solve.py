@@ -4,12 +4,14 @@
 ``conda-lock.yml``: per platform, fetch repodata (py-rattler ``Gateway``), solve the conda
 part with the flavor's virtual packages, resolve the ``pip:`` part with uv against the solved
 Python (conda-provided Python distributions count as installed), assign categories as
-conda-lock does, and write the lock with conda-lock's writer into a temp directory beside it,
-then ``os.replace`` it: on any failure the old lock stays.
+conda-lock does. ``write_locks`` then writes every solved flavor's lock with conda-lock's
+writer into a temp directory beside it and ``os.replace``-s them all: on any failure every
+old lock stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -22,14 +24,8 @@ from typing import TYPE_CHECKING, Any
 from lockdock import progress
 from lockdock.errors import LockdockError, NetworkError, SolveError, SpecError
 from lockdock.fsutil import local_file_error
-from lockdock.lock import (
-    MIRRORS_ENV,
-    FlavorPlan,
-    Mirrors,
-    PlatformPlan,
-    _one_line,
-    mapping_url,
-)
+from lockdock.lock import FlavorPlan, PlatformPlan, _one_line, lock_write_error, mapping_url
+from lockdock.mirrors import MIRRORS_ENV, Mirrors
 from lockdock.virtual_packages import to_rattler
 from lockdock.workspace import Workspace
 
@@ -295,46 +291,17 @@ def _assign_categories(
             entry.categories = {"main"}
 
 
-def write_lock(plan: FlavorPlan, packages: Sequence[LockedDependency]) -> None:
-    """Write the lock atomically: a temp dir beside it, conda-lock's writer, os.replace."""
-    from conda_lock.common import relative_path
-    from conda_lock.lockfile import write_conda_lock_file
-    from conda_lock.lockfile.v2prelim.models import Lockfile, LockMeta
-    from conda_lock.models.channel import Channel
+@dataclass(frozen=True)
+class SolvedFlavor:
+    """One flavor solved, not yet written."""
 
-    lock_path = plan.flavor.lock_path
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    sources = [relative_path(lock_path.parent, Path(s)) for s in plan.lock_spec.sources]
-    content = Lockfile(
-        package=list(packages),
-        metadata=LockMeta(
-            content_hash=plan.content_hashes,
-            channels=[
-                *plan.lock_spec.channels,
-                *(Channel.from_string(c) for c in plan.spec_channels),
-            ],
-            platforms=list(plan.lock_spec.platforms),
-            sources=sources,
-        ),
-    )
-    scratch = Path(tempfile.mkdtemp(prefix=f".{lock_path.name}.", dir=lock_path.parent))
-    try:
-        # conda-lock's writer names the file in its help text: same name, other directory.
-        staged = scratch / lock_path.name
-        write_conda_lock_file(content, staged, metadata_choices=None)
-        with staged.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(staged, lock_path)
-    except OSError as error:
-        raise LockdockError(
-            f"Could not write {lock_path}: {error.strerror or error}; the previous lock "
-            "(if any) is unchanged."
-        ) from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    plan: FlavorPlan
+    packages: tuple[LockedDependency, ...]
+    counts: dict[str, tuple[int, int]]  # platform -> (conda, pip)
+    timings: Timings
 
 
-async def lock_flavor(gateway: Any, plan: FlavorPlan, mirrors: Mirrors) -> LockResult:
+async def solve_flavor(gateway: Any, plan: FlavorPlan, mirrors: Mirrors) -> SolvedFlavor:
     timings = Timings()
     packages: list[LockedDependency] = []
     counts: dict[str, tuple[int, int]] = {}
@@ -346,11 +313,94 @@ async def lock_flavor(gateway: Any, plan: FlavorPlan, mirrors: Mirrors) -> LockR
         packages.extend(conda.values())
         packages.extend(pip.values())
         counts[platform_plan.platform] = (len(conda), len(pip))
+    return SolvedFlavor(plan, tuple(packages), counts, timings)
+
+
+def _lockfile(plan: FlavorPlan, packages: Sequence[LockedDependency]) -> Any:
+    from conda_lock.common import relative_path
+    from conda_lock.lockfile.v2prelim.models import Lockfile, LockMeta
+    from conda_lock.models.channel import Channel
+
+    lock_path = plan.flavor.lock_path
+    sources = [relative_path(lock_path.parent, Path(s)) for s in plan.lock_spec.sources]
+    return Lockfile(
+        package=list(packages),
+        metadata=LockMeta(
+            content_hash=plan.content_hashes,
+            channels=[
+                *plan.lock_spec.channels,
+                *(Channel.from_string(c) for c in plan.spec_channels),
+            ],
+            platforms=list(plan.lock_spec.platforms),
+            sources=sources,
+        ),
+    )
+
+
+def _stage_lock(solved: SolvedFlavor, scratch: Path) -> Path:
+    """The lock written with conda-lock's writer into ``scratch`` (same name, other folder:
+    the writer names the file in its help text), synced to disk."""
+    from conda_lock.lockfile import write_conda_lock_file
+
+    lock_path = solved.plan.flavor.lock_path
     started = time.perf_counter()
-    with progress.status(f"{plan.flavor.name}: writing {plan.flavor.lock_path}"):
-        write_lock(plan, packages)
-    timings.write += time.perf_counter() - started
-    return LockResult(plan.flavor.name, plan.flavor.lock_path, counts, timings)
+    with progress.status(f"{solved.plan.flavor.name}: writing {lock_path}"):
+        staged = scratch / lock_path.name
+        write_conda_lock_file(
+            _lockfile(solved.plan, solved.packages), staged, metadata_choices=None
+        )
+        with staged.open("rb") as handle:
+            os.fsync(handle.fileno())
+    solved.timings.write += time.perf_counter() - started
+    return staged
+
+
+def write_locks(solved: Sequence[SolvedFlavor]) -> list[LockResult]:
+    """Write every lock or none: each is staged in a temp folder beside its target first (a
+    full or read-only folder fails here, before any lock changed), then each is renamed into
+    place; if a rename still fails, the locks already replaced get their old file back
+    (kept as a hard link in the temp folder)."""
+    scratches: list[Path] = []
+    try:
+        staged: list[tuple[SolvedFlavor, Path]] = []  # flavor, its staged lock
+        for item in solved:
+            try:
+                item.plan.flavor.lock_path.parent.mkdir(parents=True, exist_ok=True)
+                scratches.append(Path(tempfile.mkdtemp(
+                    prefix=f".{item.plan.flavor.lock_path.name}.",
+                    dir=item.plan.flavor.lock_path.parent,
+                )))  # fmt: skip
+                staged.append((item, _stage_lock(item, scratches[-1])))
+            except OSError as error:
+                raise lock_write_error(item.plan.flavor, error) from None
+        replaced: list[tuple[Path, Path | None]] = []  # target, its old file
+        for item, file in staged:
+            lock_path = item.plan.flavor.lock_path
+            previous = file.parent / "previous" if os.path.lexists(lock_path) else None
+            try:
+                if previous is not None:
+                    os.link(lock_path, previous, follow_symlinks=False)
+                os.replace(file, lock_path)
+            except OSError as error:
+                _restore(replaced)
+                raise lock_write_error(item.plan.flavor, error) from None
+            replaced.append((lock_path, previous))
+    finally:
+        for scratch in scratches:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return [
+        LockResult(item.plan.flavor.name, item.plan.flavor.lock_path, item.counts, item.timings)
+        for item in solved
+    ]
+
+
+def _restore(replaced: Sequence[tuple[Path, Path | None]]) -> None:
+    for lock_path, previous in reversed(replaced):
+        with contextlib.suppress(OSError):
+            if previous is None:
+                os.unlink(lock_path)
+            else:
+                os.replace(previous, lock_path)
 
 
 def make_gateway(cache_dir: Path) -> Any:
@@ -367,5 +417,3 @@ def make_gateway(cache_dir: Path) -> Any:
 
 def default_cache_dir(project: Project) -> Path:
     return Workspace(project.root).rattler_cache
-
-

@@ -134,11 +134,44 @@ def _at(path: Path, node: Any) -> str:
     return f"{path}, line {node.start_mark.line + 1}"
 
 
+_YAML_TAG = "tag:yaml.org,2002:"
+
+
+def _is_string(node: Any) -> bool:
+    """A scalar that YAML reads as a string (``1.5``, ``true``, ``~`` are not)."""
+    import yaml
+
+    return isinstance(node, yaml.ScalarNode) and node.tag == f"{_YAML_TAG}str"
+
+
+def describe_node(node: Any, *, quote_hint: bool = True) -> str:
+    """What a YAML node is, in plain words, for "expected X, not Y" messages."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    kind = str(node.tag).removeprefix(_YAML_TAG)
+    hint = " (quote it to make it a string)" if quote_hint else ""
+    if kind == "str":
+        return repr(node.value)
+    if kind == "null":
+        return "an empty value"
+    if kind in ("int", "float"):
+        return f"the number {node.value}{hint}"
+    if kind == "bool":
+        return f"the true/false value {node.value}{hint}"
+    return f"{node.value!r}, which YAML reads as a {kind}{hint}"
+
+
 def validate_environment_file(path: Path, known_platforms: Sequence[str]) -> None:
     """Reject what conda-lock would misread or crash on, naming the file and line.
 
-    Checks: YAML syntax, a mapping at the top, only known top-level keys, ``channels`` and
-    ``platforms`` as lists of strings, known platforms, every conda entry a valid match spec
+    Checks: YAML syntax, a mapping at the top, only known top-level keys (plain names),
+    ``channels``, ``platforms`` and ``pip-repositories`` as lists of strings (as YAML reads
+    them: ``1.5`` is a number), ``category`` a string, ``allow-pypi-requests`` a boolean,
+    known platforms, every conda entry a valid match spec
     (py-rattler's parser, the one the solver uses), every ``pip:`` entry a valid PEP 508
     requirement.
     """
@@ -158,6 +191,12 @@ def validate_environment_file(path: Path, known_platforms: Sequence[str]) -> Non
         )
     values: dict[str, Any] = {}
     for key_node, value_node in root.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise SpecError(
+                f"{_at(path, key_node)}: a top-level key must be a plain name, not "
+                f"{describe_node(key_node)}; an environment file may hold "
+                f"{', '.join(sorted(ENVIRONMENT_KEYS))}."
+            )
         key = key_node.value
         if key not in ENVIRONMENT_KEYS:
             raise SpecError(
@@ -165,14 +204,33 @@ def validate_environment_file(path: Path, known_platforms: Sequence[str]) -> Non
                 f"file may hold {', '.join(sorted(ENVIRONMENT_KEYS))}."
             )
         values[key] = value_node
-    for key in ("channels", "platforms"):
+    for key in ("channels", "platforms", "pip-repositories"):
         node = values.get(key)
         if node is None:
             continue
-        if not isinstance(node, yaml.SequenceNode) or not all(
-            isinstance(item, yaml.ScalarNode) for item in node.value
-        ):
-            raise SpecError(f"{_at(path, node)}: `{key}:` must be a list of strings.")
+        if not isinstance(node, yaml.SequenceNode):
+            raise SpecError(
+                f"{_at(path, node)}: `{key}:` must be a list of strings, not "
+                f"{describe_node(node, quote_hint=False)}."
+            )
+        for item in node.value:
+            if not _is_string(item):
+                raise SpecError(
+                    f"{_at(path, item)}: each entry of `{key}:` must be a string, not "
+                    f"{describe_node(item)}."
+                )
+    category = values.get("category")
+    if category is not None and not _is_string(category) and category.tag != f"{_YAML_TAG}null":
+        raise SpecError(
+            f"{_at(path, category)}: `category:` must be a category name such as `dev`, not "
+            f"{describe_node(category)}."
+        )
+    allow_pypi = values.get("allow-pypi-requests")
+    if allow_pypi is not None and allow_pypi.tag != f"{_YAML_TAG}bool":
+        raise SpecError(
+            f"{_at(path, allow_pypi)}: `allow-pypi-requests:` must be true or false, not "
+            f"{describe_node(allow_pypi)}."
+        )
     for item in values["platforms"].value if "platforms" in values else ():
         if item.value not in known_platforms:
             raise SpecError(
@@ -183,25 +241,34 @@ def validate_environment_file(path: Path, known_platforms: Sequence[str]) -> Non
     if dependencies is None:
         return
     if not isinstance(dependencies, yaml.SequenceNode):
-        raise SpecError(f"{_at(path, dependencies)}: `dependencies:` must be a list.")
+        raise SpecError(
+            f"{_at(path, dependencies)}: `dependencies:` must be a list of match specs, not "
+            f"{describe_node(dependencies, quote_hint=False)}."
+        )
     for item in dependencies.value:
-        if isinstance(item, yaml.ScalarNode):
+        if _is_string(item):
             _check_match_spec(path, item)
         elif isinstance(item, yaml.MappingNode):
             for sub_key, sub_value in item.value:
-                if sub_key.value != "pip":
+                if not _is_string(sub_key) or sub_key.value != "pip":
                     raise SpecError(
                         f"{_at(path, sub_key)}: only a `pip:` list may be nested in "
-                        f"`dependencies:`, not {sub_key.value!r}."
+                        f"`dependencies:`; this entry's key is {describe_node(sub_key)}."
                     )
-                if isinstance(sub_value, yaml.ScalarNode) and sub_value.value in ("", "~"):
+                if sub_value.tag == f"{_YAML_TAG}null" or sub_value.value == "":
                     continue  # `pip:` left empty (or emptied by a selector)
                 if not isinstance(sub_value, yaml.SequenceNode):
-                    raise SpecError(f"{_at(path, sub_value)}: `pip:` must be a list.")
+                    raise SpecError(
+                        f"{_at(path, sub_value)}: `pip:` must be a list of requirements, not "
+                        f"{describe_node(sub_value, quote_hint=False)}."
+                    )
                 for requirement in sub_value.value:
                     _check_pip_requirement(path, requirement)
         else:
-            raise SpecError(f"{_at(path, item)}: a dependency must be a match spec string.")
+            raise SpecError(
+                f"{_at(path, item)}: a dependency must be a match spec string (e.g. "
+                f"`numpy >=1.26`) or a `pip:` list, not {describe_node(item)}."
+            )
 
 
 def _check_match_spec(path: Path, node: Any) -> None:
@@ -220,8 +287,11 @@ def _check_pip_requirement(path: Path, node: Any) -> None:
     from packaging.requirements import InvalidRequirement, Requirement
 
     text = str(getattr(node, "value", ""))
-    if not isinstance(node.value, str) or not text.strip():
-        raise SpecError(f"{_at(path, node)}: a `pip:` entry must be a requirement string.")
+    if not _is_string(node) or not text.strip():
+        raise SpecError(
+            f"{_at(path, node)}: a `pip:` entry must be a requirement string (e.g. "
+            f"`requests>=2`), not {describe_node(node)}."
+        )
     if text.startswith("-e "):
         raise SpecError(
             f"{_at(path, node)}: editable pip requirement {text!r} cannot be locked."

@@ -21,7 +21,8 @@ from lockdock.cli import main
 from lockdock.installer import store as store_mod
 from lockdock.installer.built import read_built, record_path
 from lockdock.installer.lockfile import Lock, read_lock
-from lockdock.lock import Mirrors, lock_project
+from lockdock.lock import lock_project
+from lockdock.mirrors import Mirrors
 from lockdock.sdist import SOURCE_DATE_EPOCH, build_sdists, unbuilt
 from lockdock.spec import load_project
 from lockdock.testing.flavors import STANDARD_FLAVORS, write_flavor

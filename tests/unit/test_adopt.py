@@ -11,7 +11,8 @@ import pytest
 
 from lockdock.errors import SpecError
 from lockdock.flavors import Flavor
-from lockdock.lock import Mirrors, plan_flavor, spec_channels, split_channel_subdir
+from lockdock.lock import plan_flavor, spec_channels, split_channel_subdir
+from lockdock.mirrors import Mirrors
 from tests.data import BODO_SOURCES
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from lockdock.errors import SolveError, UsageError
-from lockdock.lock import DEFAULT_CHANNEL_ALIAS, Mirrors, check_locks
+from lockdock.lock import check_locks
+from lockdock.mirrors import DEFAULT_CHANNEL_ALIAS, Mirrors
 from lockdock.pip_resolve import (
     PipTarget,
     ProvidedDistribution,
