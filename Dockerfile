@@ -93,7 +93,7 @@ USER root
 COPY images/base/installer-requirements.txt /installer/requirements.txt
 # INSTALLER_SOURCES (src/lockdock/installer/__init__.py): the installer package whole and the
 # foundation modules it imports; nothing else of lockdock, so other changes keep this cached.
-COPY src/lockdock/__init__.py src/lockdock/errors.py src/lockdock/fsutil.py src/lockdock/progress.py src/lockdock/textio.py /installer/src/lockdock/
+COPY src/lockdock/__init__.py src/lockdock/errors.py src/lockdock/fsutil.py src/lockdock/platform.py src/lockdock/progress.py src/lockdock/textio.py /installer/src/lockdock/
 COPY src/lockdock/installer/ /installer/src/lockdock/installer/
 RUN python3 -m venv /tmp/pip \
     && /tmp/pip/bin/pip download --no-deps --only-binary=:all: --require-hashes \

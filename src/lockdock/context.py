@@ -14,7 +14,13 @@ from pathlib import Path
 from lockdock.accelerators import Accelerator, accelerator
 from lockdock.errors import StaleLockError
 from lockdock.facts import IMAGE_CATEGORIES, LockVersions, descriptor, lock_versions
-from lockdock.installer.lockfile import Lock, LockedArtifact, parse_lock, read_lock_bytes
+from lockdock.installer.lockfile import (
+    Lock,
+    LockedArtifact,
+    lock_exists,
+    parse_lock,
+    read_lock_bytes,
+)
 from lockdock.platform import Platform
 from lockdock.spec import Flavor, Project, load_project
 from lockdock.workspace import Workspace
@@ -73,7 +79,7 @@ def resolve_flavor(
     flavor = project.one(flavor_name)
     chosen = platform if isinstance(platform, Platform) else (
         Platform.image(platform) if platform else native_platform())
-    if not flavor.lock_path.is_file():
+    if not lock_exists(flavor.lock_path):
         raise StaleLockError(
             f"Flavor {flavor.name} has no lock at {flavor.lock_path}: run `lockdock lock`."
         )

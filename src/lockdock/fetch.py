@@ -19,12 +19,12 @@ def project_artifacts(
 ) -> list[LockedArtifact]:
     """Every artifact of the named flavors' locks (all flavors when none is named)."""
     from lockdock.errors import StaleLockError
-    from lockdock.installer.lockfile import read_lock
+    from lockdock.installer.lockfile import lock_exists, read_lock
     from lockdock.spec import load_project
 
     artifacts: list[LockedArtifact] = []
     for flavor in load_project(project_root).select(flavors):
-        if not flavor.lock_path.is_file():
+        if not lock_exists(flavor.lock_path):
             raise StaleLockError(
                 f"Flavor {flavor.name} has no lock at {flavor.lock_path}: run `lockdock lock`."
             )

@@ -336,10 +336,10 @@ def check_flavor(
     """
     from conda_lock.content_hash import backwards_compatible_content_hashes
 
-    from lockdock.installer.lockfile import read_lock
+    from lockdock.installer.lockfile import lock_exists, read_lock
 
     spec = lock_specification(flavor)
-    if lock is None and not flavor.lock_path.is_file():
+    if lock is None and not lock_exists(flavor.lock_path):
         return [StaleLock(flavor.name, None, flavor.lock_path, "no lock file")]
     try:
         lock = lock or read_lock(flavor.lock_path)  # given: the command already read it

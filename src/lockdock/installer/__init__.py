@@ -12,5 +12,5 @@ from __future__ import annotations
 #: this package whole, plus the foundation modules it imports. The plain ``docker build .``
 #: path copies the same list (images/base/stages.Dockerfile; a test binds the two).
 INSTALLER_SOURCES = (
-    "__init__.py", "errors.py", "fsutil.py", "progress.py", "textio.py", "installer"
+    "__init__.py", "errors.py", "fsutil.py", "platform.py", "progress.py", "textio.py", "installer"
 )

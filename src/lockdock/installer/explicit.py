@@ -20,6 +20,8 @@ Rules (lockdock verifies every artifact it installs):
   enters the store;
 - the lock's platform is its ``# platform:`` header, else the one subdir its URLs name; a URL
   of another subdir (not ``noarch``) is refused, naming the line (SpecError, exit 3);
+- every entry then passes the checks of a YAML lock (``lockfile.assemble_lock``): a known
+  platform, an http(s)/file URL with a usable file name, one entry per package;
 - ``# input_hash:`` becomes the platform's content hash (what ``lock --check`` compares).
 
 The file has no dependency graph and no categories: every entry is ``main``.
@@ -35,7 +37,13 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from lockdock.errors import IntegrityError, SpecError
-from lockdock.installer.lockfile import CONDA_SUFFIXES, Lock, LockedArtifact
+from lockdock.installer.lockfile import (
+    CONDA_SUFFIXES,
+    Lock,
+    LockedArtifact,
+    assemble_lock,
+    check_platform,
+)
 
 EXPLICIT_MARKER = "@EXPLICIT"
 NOARCH = "noarch"
@@ -123,6 +131,7 @@ def _channel(url: str) -> str:
 def parse_explicit(path: Path, text: str) -> Lock:
     """Parse an explicit lock's text (``path`` names it in messages and in the Lock)."""
     header: dict[str, str] = {}
+    header_line: dict[str, int] = {}
     conda: list[tuple[int, str, str, str | None, str | None]] = []  # line, url, fn, md5, sha
     pip: list[tuple[int, str, str, str | None]] = []  # line, name, url, sha256
     unhashed: list[str] = []
@@ -139,6 +148,7 @@ def parse_explicit(path: Path, text: str) -> Lock:
             pip_match = _PIP_LINE.match(line)
             if header_match and not seen_marker:
                 header[header_match["key"]] = header_match["value"]
+                header_line[header_match["key"]] = number
             elif pip_match:
                 base, fragment = _split_fragment(pip_match["url"])
                 sha = fragment[len("sha256=") :].lower() if fragment.startswith("sha256=") else ""
@@ -170,8 +180,15 @@ def parse_explicit(path: Path, text: str) -> Lock:
             "fetches or installs: write the lock with hashes (`conda list --explicit --md5`, "
             "`conda-lock render --kind explicit`) or use the conda-lock.yml itself."
         )
-    platform = header.get("platform") or _infer_platform(path, conda)
-    artifacts: list[LockedArtifact] = []
+    if "platform" in header:
+        platform = check_platform(
+            header["platform"], f"{path}, line {header_line['platform']} (`# platform:`)"
+        )
+    else:
+        platform = check_platform(
+            _infer_platform(path, conda), f"{path} (no `# platform:` line; its URLs' subdir)"
+        )
+    artifacts: list[tuple[str, LockedArtifact]] = []
     for number, url, filename, md5, sha256 in conda:
         subdir = _subdir(url)
         if subdir not in (platform, NOARCH):
@@ -181,29 +198,25 @@ def parse_explicit(path: Path, text: str) -> Lock:
             )
         name_version = _conda_name_version(filename)
         assert name_version is not None  # checked while reading the line
-        artifacts.append(
-            LockedArtifact(
-                name=name_version[0], version=name_version[1], manager="conda",
-                platform=platform, url=url, sha256=sha256, md5=md5,
-                categories=frozenset({"main"}),
-            )
-        )  # fmt: skip
-    for _, name, url, sha256 in pip:
-        artifacts.append(
-            LockedArtifact(
-                name=name, version=_pip_version(_filename(url)), manager="pip",
-                platform=platform, url=url, sha256=sha256, md5=None,
-                categories=frozenset({"main"}),
-            )
-        )  # fmt: skip
+        artifacts.append((f"line {number}", LockedArtifact(
+            name=name_version[0], version=name_version[1], manager="conda",
+            platform=platform, url=url, sha256=sha256, md5=md5,
+            categories=frozenset({"main"}),
+        )))  # fmt: skip
+    for number, name, url, sha256 in pip:
+        artifacts.append((f"line {number}", LockedArtifact(
+            name=name, version=_pip_version(_filename(url)), manager="pip",
+            platform=platform, url=url, sha256=sha256, md5=None,
+            categories=frozenset({"main"}),
+        )))  # fmt: skip
     input_hash = header.get("input_hash")
-    return Lock(
-        path=path,
+    return assemble_lock(
+        path,
+        artifacts,
         content_hash={platform: input_hash} if input_hash and input_hash != "None" else {},
         platforms=(platform,),
         channels=tuple(dict.fromkeys(_channel(u) for _, u, *_ in conda)),
         sources=(),
-        artifacts=tuple(artifacts),
     )
 
 
@@ -223,10 +236,3 @@ def _infer_platform(
         "`# platform:` line: an explicit lock holds one platform (plus noarch)."
     )
 
-
-def read_explicit(path: Path) -> Lock:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise SpecError(f"Cannot read explicit lock {path}: {error.strerror}.") from None
-    return parse_explicit(path, text)

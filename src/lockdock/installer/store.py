@@ -26,7 +26,7 @@ from typing import Any
 
 from lockdock.errors import IntegrityError, NetworkError
 from lockdock.fsutil import file_digests, local_file_error
-from lockdock.installer.lockfile import Lock, LockedArtifact
+from lockdock.installer.lockfile import Lock, LockedArtifact, usable_filename
 
 STORE_DIR = Path(".lockdock") / "store"
 HASH_DIR = "sha256"
@@ -51,7 +51,7 @@ def relative_path(artifact: LockedArtifact) -> str:
             "hash-pinned artifacts. Re-lock with `lockdock lock`."
         )
     name = artifact.filename
-    if not name or name in (".", "..") or "/" in name:
+    if not usable_filename(name):  # read_lock refuses these first (exit 3): a guard
         raise IntegrityError(
             f"Lock entry {artifact.name} {artifact.version}: its URL {artifact.url} has no "
             "usable file name."
