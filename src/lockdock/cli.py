@@ -386,16 +386,12 @@ def devcontainer(ctx: _Context, flavor: str, repository: str | None, output: Pat
 def sbom(ctx: _Context, flavor: str, platform: str | None, categories: tuple[str, ...],
          output: Path | None) -> None:
     """CycloneDX JSON SBOM of FLAVOR's lock for one platform (validated against the schema)."""
-    from lockdock import sbom as sboms
-    from lockdock.spec import load_project
+    from lockdock.sbom import sbom_command
 
-    (chosen,) = load_project(ctx.project_dir).select([flavor])
-    platform = platform or sboms.host_platform()
-    if output is None:
-        click.echo(sboms.sbom_json(chosen.lock_path, platform, categories=categories,
-                                   name=flavor), nl=False)
+    text = sbom_command(ctx.project_dir, flavor, platform, categories, output)
+    if text is not None:
+        click.echo(text, nl=False)
     else:
-        sboms.write_sbom(chosen.lock_path, platform, output, categories=categories, name=flavor)
         click.echo(f"wrote {output}", err=True)
 
 

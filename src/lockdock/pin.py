@@ -31,7 +31,7 @@ from pathlib import Path
 from lockdock.errors import PinError, UsageError
 from lockdock.fsutil import write_texts_atomic
 from lockdock.registry import ImageRef, parse_reference
-from lockdock.textio import compose_all_yaml, read_text
+from lockdock.textio import compose_all_yaml, load_json, read_text
 from lockdock.workspace import STATE_DIR
 
 DOCKERFILE = "dockerfile"
@@ -225,13 +225,8 @@ def _top_level_string_value(blank: str, key: str) -> tuple[int, int] | None:
 def devcontainer_references(path: Path, text: str) -> list[Reference]:
     """The top-level ``image`` of a devcontainer.json (JSON with comments)."""
     blank = _blank_jsonc(text)
-    try:
-        data = json.loads(blank)
-    except json.JSONDecodeError as error:
-        raise PinError(
-            f"{path} is not valid JSON (with comments) at line {error.lineno}, column "
-            f"{error.colno}: {error.msg}. The file was left untouched."
-        ) from None
+    data = load_json(blank, path, PinError, what="JSON (with comments)",
+                     fix="The file was left untouched.")
     if not isinstance(data, dict) or not isinstance(data.get("image"), str):
         return []
     span = _top_level_string_value(blank, "image")

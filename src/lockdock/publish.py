@@ -54,7 +54,7 @@ from lockdock.publish_plan import (
     publication_record,
     recorded_date,
 )
-from lockdock.registry import ImageRef, parse_reference
+from lockdock.registry import ImageRef, local_image_option, parse_reference
 from lockdock.spec import Flavor
 from lockdock.tags import arch_tag, content_tag
 from lockdock.workspace import Workspace, updated_images_lock
@@ -116,13 +116,15 @@ class DockerPusher:
     def inspect(self, reference: str) -> LocalImage:
         import docker.errors
 
+        from lockdock.engine import lookup_problem
+
         try:
             image = self.client.images.get(reference)
         except docker.errors.ImageNotFound:
             raise UsageError(f"No image {reference!r} in the local engine.") from None
-        except docker.errors.APIError as error:
-            raise EngineError(f"The Docker engine failed to inspect {reference}: {error}") \
-                from None
+        except docker.errors.APIError as error:  # 4xx: the reference's fault (exit 2)
+            raise lookup_problem(reference, error.status_code,
+                                 error.explanation or str(error)) from None
         attrs = image.attrs
         platform = f"{attrs.get('Os', 'linux')}/{attrs.get('Architecture', 'amd64')}"
         labels = (attrs.get("Config") or {}).get("Labels") or {}
@@ -372,11 +374,11 @@ def publish_flavor(project_dir: Path, flavor: str, repository: str,
     from lockdock.installer.lockfile import read_lock
     from lockdock.spec import load_project
 
+    refs = [local_image_option(ref) for ref in images]
     project = load_project(project_dir)
     (chosen,) = project.select([flavor])
     lock = read_lock(chosen.lock_path)
     lock_sha256 = sha256_file(lock.path)
-    refs = list(images)
     if not refs and mode != "merge":
         refs = default_image_refs(project.root, flavor, lock_sha256)
     return publish(project.root, chosen, lock, repository, refs, lock_sha256=lock_sha256,

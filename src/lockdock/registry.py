@@ -32,9 +32,12 @@ MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+# Matched whole (``fullmatch``: ``$`` would let a trailing newline through); ASCII ``\w``.
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_TAG = re.compile(r"\w[\w.-]{0,127}", re.ASCII)
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_REGISTRY_HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?")
 
 
 class UnknownTagError(RegistryError):
@@ -89,29 +92,48 @@ def parse_reference(text: str) -> ImageRef:
     digest: str | None = None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             raise UsageError(f"Image reference {text!r} has an invalid digest {digest!r}.")
     tag: str | None = None
     slash = rest.rfind("/")
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise UsageError(f"Image reference {text!r} has an invalid tag {tag!r}.")
     name = rest
     first, _, remainder = name.partition("/")
     if remainder and ("." in first or ":" in first or first == "localhost"):
         registry, path = first, remainder
+        if not _REGISTRY_HOST.fullmatch(registry):
+            raise UsageError(f"Image reference {text!r} has an invalid registry {registry!r} "
+                             "(a host name or IP address, optionally :PORT).")
     else:
         registry, path = DOCKER_HUB, name
         if "/" not in path:
             path = f"library/{path}"
-    if not path or not all(_PATH_COMPONENT.match(c) for c in path.split("/")):
+    if not path or not all(_PATH_COMPONENT.fullmatch(c) for c in path.split("/")):
         raise UsageError(
             f"Image reference {text!r} is not a valid repository name (lowercase letters, "
             "digits and separators, components separated by '/')."
         )
     return ImageRef(name=name, registry=registry, repository=path, tag=tag, digest=digest)
+
+
+def local_image_option(text: str, option: str = "--image") -> str:
+    """``text``, given to ``option`` to name a local image (a reference or an image id),
+    checked before the engine is asked; UsageError naming the option when it is none."""
+    if not text.strip():
+        raise UsageError(f"Option {option} is empty: give an image reference "
+                         "(REPO[:TAG][@sha256:DIGEST]) or an image id, or leave the option out.")
+    if text != text.strip():  # as --name and --base-image: the engine would refuse it
+        raise UsageError(f"Option {option} {text!r} has surrounding spaces: pass the "
+                         "reference alone.")
+    try:
+        parse_reference(text)
+    except UsageError as error:
+        raise UsageError(f"Option {option}: {error.message}") from None
+    return text
 
 
 def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -145,7 +167,7 @@ def check_manifest(ref: ImageRef, body: bytes, content_type: str, header: str | 
     actual = f"sha256:{hashlib.sha256(body).hexdigest()}"
     for claimed, source in ((header, "its Docker-Content-Digest header"),
                             (ref.digest, "the reference")):
-        if claimed and _DIGEST.match(claimed) and claimed != actual:
+        if claimed and _DIGEST.fullmatch(claimed) and claimed != actual:
             raise RegistryError(
                 f"The manifest {ref.registry} sent for {ref} has digest {actual}, but "
                 f"{source} says {claimed}: the registry (or something between) altered it."
@@ -270,7 +292,7 @@ class RegistryClient:
                 f"{ref.name}:{target}."
             )
         digest = response.headers.get("Docker-Content-Digest")
-        if digest and _DIGEST.match(digest):
+        if digest and _DIGEST.fullmatch(digest):
             return str(digest)
         # No digest header: the digest is the hash of the manifest body, and only of a body
         # that is a manifest or index (a web UI or captive portal answers 200 text/html).

@@ -15,14 +15,18 @@ Categories as in conda-lock: ``main``, plus ``dev`` unless ``--no-dev-dependenci
 
 from __future__ import annotations
 
+import os
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from lockdock.errors import UsageError
 from lockdock.installer.lockfile import Lock, LockedArtifact
+
+if TYPE_CHECKING:
+    from lockdock.spec import Project
 
 Kind = Literal["explicit", "env"]
 KINDS: tuple[Kind, ...] = ("explicit", "env")
@@ -124,6 +128,40 @@ def missing_md5(lock: Lock, platform: str, categories: Iterable[str]) -> list[Lo
     ]  # fmt: skip
 
 
+def project_inputs(project: Project) -> Iterator[Path]:
+    """The files lockdock reads as the project's inputs: environment.yml, every flavor's
+    flavor.toml, Dockerfile, environment files, virtual packages and lock, images.lock.json."""
+    from lockdock.flavors import FLAVOR_FILE
+    from lockdock.workspace import Workspace
+
+    yield project.environment_file
+    for flavor in project.flavors.values():
+        yield from (flavor.directory / FLAVOR_FILE, flavor.dockerfile, flavor.lock_path)
+        yield from flavor.environment_files
+        if flavor.virtual_packages_file is not None:
+            yield flavor.virtual_packages_file
+    yield Workspace(project.root).images_lock_path
+
+
+def check_output(output: Path, project: Project, option: str = "--output") -> None:
+    """UsageError when ``output`` cannot be the file a command writes: a directory (``-o ''``
+    arrives as ``.``) or one of ``project_inputs`` (the same file, through any spelling or
+    link), which a render or SBOM would silently replace, breaking every later step."""
+    if output.name in ("", ".", "..") or output.is_dir():
+        raise UsageError(f"Option {option} {str(output)!r} is empty or a directory: give the "
+                         "path of the file to write.")
+    if not output.exists():
+        return
+    for path in project_inputs(project):
+        if path.exists() and os.path.samefile(output, path):
+            shown = path.relative_to(project.root) if path.is_relative_to(project.root) \
+                else path
+            raise UsageError(
+                f"Option {option} {output} is {shown}, an input of project {project.root}: "
+                "writing there would overwrite it. Choose another file."
+            )
+
+
 def render_command(
     project_dir: Path,
     flavor_name: str,
@@ -142,7 +180,10 @@ def render_command(
     from lockdock.installer.lockfile import read_lock
     from lockdock.spec import load_project
 
-    (flavor,) = load_project(project_dir).select([flavor_name])
+    project = load_project(project_dir)
+    (flavor,) = project.select([flavor_name])
+    if output is not None:
+        check_output(output, project)
     lock = read_lock(flavor.lock_path)
     chosen = list(platforms) or list(lock.platforms)
     if output is not None and len(chosen) > 1:
@@ -153,6 +194,8 @@ def render_command(
     categories = render_categories(dev, extras)
     texts: dict[Path, str] = {}
     for platform in chosen:
+        if extras:  # an unknown platform or category: the lock's own UsageError, as for sbom
+            lock.select(platform, extras)
         if kind == "explicit" and (unhashed := missing_md5(lock, platform, categories)):
             raise UsageError(
                 f"Lock {lock.path} has no md5 for {len(unhashed)} conda package(s) of "

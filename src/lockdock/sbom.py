@@ -331,6 +331,23 @@ def write_sbom(
     return out
 
 
+def sbom_command(project_dir: Path, flavor: str, platform: str | None,
+                 categories: Sequence[str], output: Path | None) -> str | None:
+    """``lockdock sbom``: the SBOM text when there is no ``output``; else it is written there
+    (refused, before the lock is read, when ``output`` is a directory or a project input)."""
+    from lockdock.render import check_output
+    from lockdock.spec import load_project
+
+    project = load_project(project_dir)
+    (chosen,) = project.select([flavor])
+    platform = platform or host_platform()
+    if output is None:
+        return sbom_json(chosen.lock_path, platform, categories=categories, name=flavor)
+    check_output(output, project)
+    write_sbom(chosen.lock_path, platform, output, categories=categories, name=flavor)
+    return None
+
+
 def write_request(request: SbomRequest, out_path: Path) -> Path:
     """``write_sbom`` for a lock the caller has already read (and hashed)."""
     write_text_atomic(out_path, render(build_bom(request)))

@@ -13,7 +13,11 @@ same mistakes get the same one-paragraph answer everywhere:
 - a YAML mapping with the same key twice: refused, naming the key and both lines. PyYAML (and
   conda) keep the last one silently, so two ``dependencies:`` blocks drop the first block's
   packages from the lock without a word;
-- malformed YAML: ``yaml_error``, the one formatter (file, line, column, PyYAML's problem).
+- malformed YAML: ``yaml_error``, the one formatter (file, line, column, PyYAML's problem);
+- JSON (images.lock.json, devcontainer.json, lockdock's records) through ``load_json``:
+  malformed, nested too deeply for Python's parser (``[`` x 100000 is a RecursionError, not
+  a JSONDecodeError) or holding a number Python refuses to convert: the caller's error class
+  naming the file, never a traceback.
 
 Standard library + PyYAML only: the installer reads locks with it inside image builds
 (``INSTALLER_SOURCES``).
@@ -21,6 +25,8 @@ Standard library + PyYAML only: the installer reads locks with it inside image b
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,6 +165,30 @@ def load_yaml(text: str, path: Path | str, kind: type[LockdockError] = SpecError
 def read_yaml(path: Path | str, kind: type[LockdockError] = SpecError) -> Any:
     """``load_yaml(read_text(path))``; FileNotFoundError left to the caller."""
     return load_yaml(read_text(path), path, kind)
+
+
+# --- JSON ------------------------------------------------------------------------------
+
+
+def load_json(
+    text: str, path: Path | str, kind: type[LockdockError] = SpecError, *,
+    what: str = "JSON", fix: str = "",
+) -> Any:
+    """The JSON document ``text`` of ``path``; ``kind`` naming the file, the position and
+    ``fix`` (what to do) when it cannot be read."""
+    after = f" {fix}" if fix else ""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as problem:
+        raise kind(f"{path} is not valid {what} (line {problem.lineno}, column "
+                   f"{problem.colno}): {problem.msg}.{after}") from None
+    except RecursionError:
+        raise kind(f"{path} cannot be read as {what}: its arrays/objects are nested more "
+                   f"than about {sys.getrecursionlimit()} levels deep, beyond what Python's "
+                   f"JSON parser reads.{after}") from None
+    except ValueError as problem:  # an integer of more digits than Python converts
+        detail = str(problem).split(";")[0]  # not its advice to call sys.set_int_max_str_digits
+        raise kind(f"{path} cannot be read as {what}: {detail}.{after}") from None
 
 
 # --- environment variables ---------------------------------------------------------------

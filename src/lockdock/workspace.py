@@ -57,19 +57,13 @@ def read_json(path: Path, *, error: type[LockdockError] = SpecError, fix: str = 
     The one JSON-file reader of lockdock's records: a file that cannot be read or is not JSON
     raises ``error`` naming the file, the position and ``fix`` (what to do), never a traceback.
     """
-    from lockdock.textio import read_text
+    from lockdock.textio import load_json, read_text
 
     try:
         text = read_text(path)  # not UTF-8: SpecError naming the byte; unreadable: exit 16
     except FileNotFoundError:
         return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as problem:
-        raise error(
-            f"{path} is not valid JSON (line {problem.lineno}, column {problem.colno}): "
-            f"{problem.msg}.{' ' + fix if fix else ''}"
-        ) from None
+    return load_json(text, path, error, fix=fix)
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ from typing import Any
 
 from lockdock.accelerators import Accelerator
 from lockdock.context import resolve_flavor
-from lockdock.engine import docker_client, native_platform
+from lockdock.engine import docker_client, lookup_problem, native_platform
 from lockdock.errors import EngineError, GateError, UsageError
 from lockdock.facts import IMAGE_PYTHON, IMAGE_USER
 from lockdock.gates.expect import expectations
 from lockdock.gates.render import gate_record, render_markdown
 from lockdock.gates.results import GateReport, ImageUnderTest, build_report
 from lockdock.platform import Platform
+from lockdock.registry import local_image_option
 from lockdock.tags import LOCAL_MOVING, local_name
 from lockdock.workspace import (
     FINGERPRINT_FILE,
@@ -93,6 +94,9 @@ def inspect_image(client: Any, reference: str, flavor: str) -> ImageUnderTest:
             f"No image {reference!r} in the local engine: build it with "
             f"`lockdock build {flavor}` or pass --image."
         ) from None
+    except docker.errors.APIError as error:  # a reference the engine refuses: exit 2
+        raise lookup_problem(reference, error.status_code, error.explanation or str(error)) \
+            from None
     attrs = image.attrs
     return ImageUnderTest(
         reference=reference,
@@ -176,15 +180,18 @@ def run_in_image(
 
 
 def _read(path: Path) -> str | None:
-    return path.read_text(encoding="utf-8") if path.is_file() else None
+    """A result file the payload wrote (bytes not UTF-8 replaced: still a report)."""
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """A result object; None when absent or not a JSON object, as the report expects."""
     text = _read(path)
     if text is None:
         return None
     try:
         document = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # malformed, too deep, a number Python refuses
         return None
     return document if isinstance(document, dict) else None
 
@@ -204,6 +211,8 @@ def gate_flavor(
     from lockdock.progress import say, status
     from lockdock.spec import load_project
 
+    if image_ref is not None:
+        image_ref = local_image_option(image_ref)
     project = load_project(project_root)
     flavor = project.one(flavor_name)
     client = client or docker_client()

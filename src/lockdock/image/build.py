@@ -52,10 +52,12 @@ class BuildResult:
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:
+    """buildx's --metadata-file; {} when absent or not a JSON object (no digest learnt)."""
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError, RecursionError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def build(
