@@ -19,7 +19,9 @@
 A root flavor (no ``extends``) starts from the project's ``environment.yml``. Parsing is pure
 (``parse_flavor_file``); ``resolve_flavors`` turns the parsed files into chains, refusing an
 unknown parent, a cycle, a source listed twice, or two defaults — each a SpecError (exit 3)
-naming the file and key.
+naming the file and key. A flavor's name (its folder's) and its `moving-tags` are checked
+against lockdock.tags' rules here too, so that no build or push starts with a tag that
+cannot be pushed, or an empty one Docker would push as `latest`.
 
 The virtual packages are one conda-lock mode, never a mix: a flavor's own `virtual-packages`,
 `with-cuda` or `without-cuda`, or else its folder's virtual-packages.yml, replaces the
@@ -38,6 +40,7 @@ from typing import Any
 from lockdock.accelerators import accelerator as accelerator_kind
 from lockdock.errors import SpecError
 from lockdock.platform import Platform
+from lockdock.tags import FLAVOR_NAME_RULE, flavor_name_problem, moving_tag_problem
 from lockdock.virtual_packages import with_cuda_problem
 
 FLAVOR_FILE = "flavor.toml"
@@ -74,6 +77,13 @@ class FlavorFile:
 
 def parse_flavor_file(name: str, directory: Path, text: str) -> FlavorFile:
     path = directory / FLAVOR_FILE
+    problem = flavor_name_problem(name)
+    if problem is not None:
+        folder = directory if name.isprintable() else f"{directory.parent}/{name!r}"
+        raise SpecError(
+            f"Flavor folder {folder}: the flavor name {problem}; a flavor's name (its "
+            f"folder's) must be {FLAVOR_NAME_RULE}. Rename the folder."
+        )
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -94,6 +104,10 @@ def parse_flavor_file(name: str, directory: Path, text: str) -> FlavorFile:
     given = [key for key in _EXCLUSIVE if key in values]
     if len(given) > 1:
         raise SpecError(f"{path}: `{given[0]}` and `{given[1]}` exclude each other.")
+    for tag in values.get("moving-tags", ()):
+        problem = moving_tag_problem(tag)
+        if problem is not None:
+            raise SpecError(f"{path}: `moving-tags`: {problem}.")
     problem = with_cuda_problem(values["with-cuda"]) if "with-cuda" in values else None
     if problem is not None:
         raise SpecError(

@@ -111,7 +111,7 @@ def plan_for(
         "version: 1\nmetadata: {platforms: [linux-64, linux-aarch64], channels: []}\n"
         "package:\n"
         + "".join(
-            f"- {{name: {name}, version: {version}, manager: conda, platform: {p}, "
+            f"- {{name: {name}, version: '{version}', manager: conda, platform: {p}, "
             f"url: 'https://conda.anaconda.org/conda-forge/{p}/{name}-{version}-{build}.conda', "
             f"hash: {{sha256: '{'c' * 64}'}}, category: main}}\n"
             for p in ("linux-64", "linux-aarch64") for name, version, build in packages
