@@ -136,7 +136,10 @@ def test_only_a_flavor_that_adds_layers_pays_for_the_timestamp_rewrite() -> None
     added = text + ("RUN apt-get update \\\n  && apt-get install -y vim\n"
                     "copy motd /etc/\nWORKDIR /w\n")
     assert dockerfile.layer_instructions(added) == [
-        "RUN apt-get update \\", "copy motd /etc/", "WORKDIR /w"]
+        "RUN apt-get update && apt-get install -y vim", "copy motd /etc/", "WORKDIR /w"]
+    # a heredoc's body is the RUN's, not instructions of its own
+    heredoc = text + "RUN <<EOT\nWORKDIR /not-an-instruction\nEOT\n"
+    assert dockerfile.layer_instructions(heredoc) == ["RUN <<EOT"]
     assert "rewrite-timestamp" not in plan.image_output("n", rewrite_timestamps=False)
     assert plan.image_output("n", rewrite_timestamps=True).endswith(",rewrite-timestamp=true")
     # the repository's flavors add no layers: their builds skip the rewrite

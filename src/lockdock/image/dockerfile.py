@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from lockdock.dockerfile_syntax import instruction_words
 from lockdock.errors import SpecError
 from lockdock.fsutil import write_text_atomic
 from lockdock.spec import Flavor, Project, load_project
@@ -90,14 +91,9 @@ LAYER_INSTRUCTIONS = ("RUN", "COPY", "ADD", "WORKDIR")
 
 
 def instructions(text: str) -> list[str]:
-    """Every instruction of a Dockerfile (part), as written: its first line, stripped."""
-    found, continued = [], False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not continued and stripped and not stripped.startswith("#"):
-            found.append(stripped)
-        continued = stripped.endswith("\\") or (continued and stripped.startswith("#"))
-    return found
+    """Every instruction of a Dockerfile (part), its words joined by one space
+    (``dockerfile_syntax``: continuations joined, heredoc bodies skipped)."""
+    return [" ".join(word.text for word in words) for words in instruction_words(text)]
 
 
 def layer_instructions(text: str) -> list[str]:
