@@ -353,8 +353,9 @@ def publish(ctx: _Context, flavor: str, repository: str, images: tuple[str, ...]
 def pin(ctx: _Context, reference: str, files: tuple[Path, ...], check: bool) -> None:
     """Rewrite references to REF (repo or repo:tag) as repo:tag@sha256:..."""
     from lockdock import pin as pinning
+    from lockdock.pin_files import default_files
 
-    paths = list(files) or pinning.default_files(ctx.project_dir)
+    paths = list(files) or default_files(ctx.project_dir)
     pinning.pin(reference, paths, check=check, report=click.echo)
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from lockdock.errors import PinError, UsageError
 from lockdock.fsutil import write_texts_atomic
 from lockdock.pin_files import Reference, references_in
-from lockdock.pin_files import default_files as default_files  # the CLI's default --file set
 from lockdock.registry import ImageRef, parse_reference
 from lockdock.textio import read_text
 

@@ -14,6 +14,7 @@ import pytest
 
 from lockdock import cli, pin
 from lockdock.errors import PinError, RegistryError, UsageError
+from lockdock.pin_files import default_files
 from lockdock.registry import ImageRef, UnknownTagError, parse_reference
 from lockdock.testing.flavors import write_flavor
 from lockdock.workspace import IMAGES_LOCK, STATE_DIR, render_images_lock, updated_images_lock
@@ -233,7 +234,7 @@ def test_default_files(tmp_path: Path) -> None:
                  ".venv/Dockerfile", f"{STATE_DIR}/x/Dockerfile", "README.md", "config.yml"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("", encoding="utf-8")
-    found = [p.relative_to(tmp_path).as_posix() for p in pin.default_files(tmp_path)]
+    found = [p.relative_to(tmp_path).as_posix() for p in default_files(tmp_path)]
     assert sorted(found) == sorted([".devcontainer/devcontainer.json", "Dockerfile",
                                     "app.Dockerfile", "compose.yaml", "docker-compose.prod.yml",
                                     "docker/Dockerfile.gpu"])
