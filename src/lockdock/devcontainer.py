@@ -67,14 +67,20 @@ def write_devcontainer(
     output: Path | None = None,
     force: bool = False,
 ) -> Path:
-    """``lockdock devcontainer FLAVOR``: write .devcontainer/devcontainer.json atomically."""
+    """``lockdock devcontainer FLAVOR``: write .devcontainer/devcontainer.json atomically.
+    An ``output`` that is a directory or one of the project's inputs is refused before
+    anything is read (``render.check_output``)."""
+    from lockdock.accelerators import accelerator
+    from lockdock.render import check_output
+    from lockdock.spec import load_project
+
+    project = load_project(root)
+    if output is not None:
+        check_output(output, project)
     workspace = Workspace(root)
     record = published_record(workspace.read_images_lock(), flavor, repository,
                               workspace.images_lock_path)
-    from lockdock.accelerators import accelerator
-    from lockdock.spec import load_project
-
-    chosen = load_project(root).one(flavor)
+    chosen = project.one(flavor)
     text = devcontainer_text(record, accelerator(chosen.accelerator))
     out = output or root / DEVCONTAINER_PATH
     if out.exists() and not force and read_text(out) != text:

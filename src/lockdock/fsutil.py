@@ -78,6 +78,19 @@ def sha256_file(path: Path) -> str:
     return file_digests(path)["sha256"]
 
 
+def probe_writable(path: Path) -> None:
+    """Raise the OSError that writing ``path`` would meet, before the work that ends in the
+    write: a directory in its place, a file where its nearest existing folder should be, a
+    folder that refuses new files (probed with a temp file, removed at once)."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    folder = next(p for p in path.parents if p.exists() or p == p.parent)
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.probe."):
+        pass
+
+
 def local_file_error(path: Path | str, error: OSError, action: str) -> LocalFileError:
     """LocalFileError for ``error`` while ``action``-ing ``path`` (read, write, create...)."""
     reason = error.strerror or str(error)

@@ -405,21 +405,11 @@ def lock_write_error(flavor: Flavor, error: OSError) -> LocalFileError:
 
 def check_lock_target(flavor: Flavor) -> None:
     """Refuse a lock path that cannot be written before anything is solved (a solve can take
-    minutes): a directory in its place, a folder that is not one, a folder that refuses a
-    new file (probed with a temp file, removed at once)."""
-    import errno
-    import tempfile
+    minutes): ``fsutil.probe_writable``."""
+    from lockdock.fsutil import probe_writable
 
-    path = flavor.lock_path
-    if path.is_dir():
-        raise lock_write_error(flavor, IsADirectoryError(errno.EISDIR, "Is a directory"))
-    if not path.parent.is_dir():
-        raise lock_write_error(
-            flavor, NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path.parent))
-        )
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe."):
-            pass
+        probe_writable(flavor.lock_path)
     except OSError as error:
         raise lock_write_error(flavor, error) from None
 

@@ -275,6 +275,10 @@ def test_devcontainer_command_writes_a_pinned_config(tmp_path: Path) -> None:
 
 def test_devcontainer_for_an_unpublished_flavor(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid project whose flavor was never published (the project is read first: its
+    own mistakes would be named before the missing publication)."""
+    (tmp_path / "environment.yml").write_text("dependencies: []\n")
+    write_flavor(tmp_path / "images", "cpu")
     with pytest.raises(SystemExit) as done:
         cli.main(["-C", str(tmp_path), "devcontainer", "cpu"])
     assert done.value.code == 2

@@ -127,10 +127,14 @@ def run_in_image(
 
     request = accelerator.device_request()
     results.chmod(0o777)  # the container's user (uid 1000) writes here
+    # named, so that a container the engine created but could not start (run() raises before
+    # it returns one) is found and removed too
+    name = f"lockdock-gates-{os.getpid()}-{os.urandom(6).hex()}"
     container = None
     try:
         container = client.containers.run(
             image.digest,
+            name=name,
             entrypoint=[IMAGE_PYTHON],
             command=[
                 "-m",
@@ -166,17 +170,33 @@ def run_in_image(
         log = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
         return int(outcome.get("StatusCode", -1)), log
     except docker.errors.APIError as error:
-        raise EngineError(
-            f"The Docker engine could not run the gates in {image.reference} ({error})."
-            + (f" Does the engine give containers {accelerator.kind} devices?" if devices
-               else "")
-        ) from None
+        raise run_problem(image, str(error.explanation or error), accelerator, devices) \
+            from None
     except requests.exceptions.RequestException as error:  # wait() timed out: payload hung
         return -1, f"the payload did not finish within {timeout_s:.0f} s ({error})"
     finally:
-        if container is not None:
-            with contextlib.suppress(docker.errors.DockerException):
-                container.remove(force=True)
+        with contextlib.suppress(docker.errors.DockerException):
+            (container or client.containers.get(name)).remove(force=True)
+
+
+def run_problem(image: ImageUnderTest, explanation: str, accelerator: Accelerator,
+                devices: bool) -> UsageError | EngineError:
+    """The engine refusing to start the payload: an image without lockdock's user or
+    environment is the ``--image`` at fault (exit 2); anything else is the engine's (9)."""
+    missing = (f"no user {IMAGE_USER}" if f"unable to find user {IMAGE_USER}" in explanation
+               else f"no {IMAGE_PYTHON}" if IMAGE_PYTHON in explanation
+               and "no such file" in explanation.lower() else None)
+    if missing:
+        return UsageError(
+            f"Image {image.reference} ({image.digest}) is not a lockdock image: it has "
+            f"{missing}, which the gates need (the engine: {explanation}). Gate an image "
+            f"that `lockdock build {image.flavor}` made, or pass --image with one."
+        )
+    return EngineError(
+        f"The Docker engine could not run the gates in {image.reference} ({explanation})."
+        + (f" Does the engine give containers {accelerator.kind} devices?" if devices
+           else "")
+    )
 
 
 def _read(path: Path) -> str | None:
