@@ -14,7 +14,6 @@ sent (``platform_manifest``, ``registry_image``). Edges (the Docker CLI): ``imag
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 from lockdock.errors import EngineError, RegistryError, UsageError
 from lockdock.installer.layer_plan import REPORT_PATH, SHARED_SLOT, SLOTS, slot_dir
-from lockdock.registry import parse_reference
+from lockdock.registry import is_digest, parse_reference
 
 #: Layers of the final stage after the slots: the lock file and the SBOM.
 TRAILING_LAYERS = 2
@@ -33,7 +32,6 @@ IMAGE_CONFIG_TYPES = (
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 )
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 
 
 @dataclass(frozen=True)
@@ -176,7 +174,7 @@ def _json(reference: str, text: str, what: str) -> Any:
 
 
 def _diff_ids(value: Any) -> tuple[str, ...] | None:
-    if isinstance(value, list) and all(isinstance(d, str) and _DIGEST.match(d) for d in value):
+    if isinstance(value, list) and all(is_digest(d) for d in value):
         return tuple(value)
     return None
 
@@ -194,9 +192,8 @@ def platform_manifest(reference: str, index: Any, platform: str) -> str:
             continue
         listed.append(f"{where.get('os')}/{where.get('architecture')}")
         digest = entry.get("digest")
-        if (where.get("os"), where.get("architecture")) == wanted and isinstance(digest, str) \
-                and _DIGEST.match(digest):
-            return digest
+        if (where.get("os"), where.get("architecture")) == wanted and is_digest(digest):
+            return str(digest)
     raise _not_comparable(reference, f"it is an index with no {platform} image (it lists "
                                      f"{', '.join(listed) or 'none'})")
 

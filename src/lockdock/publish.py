@@ -99,6 +99,8 @@ class DockerPusher:
     def __init__(self, client: Any = None, *, attempts: int | None = None,
                  backoff: float | None = None) -> None:
         self._client = client
+        #: Local tags made or moved for pushing -> the image id each named before (None: none).
+        self._tagged: dict[str, str | None] = {}
         from lockdock.textio import env_number
 
         self.attempts = attempts or int(env_number("LOCKDOCK_PUSH_ATTEMPTS", 4, minimum=1))
@@ -131,10 +133,43 @@ class DockerPusher:
         return LocalImage(platform=platform, reference=reference, digest=str(image.id),
                           created=attrs.get("Created"), labels=dict(labels))
 
+    def _remember(self, reference: str) -> None:
+        """Note what the local ``reference`` names before tagging it (None: nothing), once."""
+        import docker.errors
+
+        if reference in self._tagged:
+            return
+        try:
+            self._tagged[reference] = str(self.client.images.get(reference).id)
+        except docker.errors.ImageNotFound:
+            self._tagged[reference] = None
+        except docker.errors.APIError:
+            pass  # unknown: undo_local_tags leaves it alone
+
+    def undo_local_tags(self, report: Callable[[str], None] = say) -> None:
+        """Put back every local tag this pusher made or moved for pushing: a failed publish
+        leaves the engine's names as they were. A tag that is its image's only name stays
+        (removing it would delete the image)."""
+        import docker.errors
+
+        tagged, self._tagged = self._tagged, {}
+        for reference, previous in reversed(tagged.items()):
+            try:
+                if previous is not None:
+                    repository, tag = reference.rsplit(":", 1)
+                    self.client.api.tag(previous, repository, tag, force=True)
+                elif len(self.client.images.get(reference).tags) > 1:
+                    self.client.api.remove_image(reference, noprune=True)
+                else:
+                    report(f"  left the local tag {reference}: it is its image's only name")
+            except (docker.errors.DockerException, OSError) as error:
+                report(f"  could not remove the local tag {reference}: {error}")
+
     def _push_once(self, image: LocalImage, repository: str, tag: str) -> str:
         import docker.errors
 
         try:
+            self._remember(f"{repository}:{tag}")
             self.client.api.tag(image.digest, repository, tag, force=True)
             digest = None
             for line in self.client.api.push(repository, tag=tag, stream=True, decode=True):
@@ -254,8 +289,8 @@ def registry_images(client: Any, repository: ImageRef, lock: Lock, content_tag: 
         digest = client.tag_digest_or_none(ref)
         if digest is None:
             continue
-        config = client.image_config(ref)
-        actual = f"{config.get('os', 'linux')}/{config.get('architecture', '')}"
+        config = client.image_config(ref)  # checked: strings, labels an object of strings
+        actual = f"{config.get('os') or 'linux'}/{config.get('architecture') or ''}"
         if actual != platform:
             raise RegistryError(f"{ref} is a {actual} image, not {platform}.")
         labels = (config.get("config") or {}).get("Labels") or {}
@@ -334,19 +369,25 @@ def publish(
         today=today or datetime.now(UTC).strftime("%Y%m%d"),
     )
     write_sboms(plan)
-    if mode == "platform":
-        plan = dataclasses.replace(plan, platform_only=True)
-        _digest, platform_digests = execute(plan, pusher, registry.resolve, report)
-        for image in plan.images:
-            report(f"pushed {repository.name}:{plan.platform_tag(image)}@"
-                   f"{platform_digests[image.platform]} (no moving tag, nothing recorded)")
-        return {"platforms": platform_digests}
-    digest, platform_digests = execute(plan, pusher, registry.resolve, report)
-    from lockdock.git import git_facts
+    try:
+        if mode == "platform":
+            plan = dataclasses.replace(plan, platform_only=True)
+            _digest, platform_digests = execute(plan, pusher, registry.resolve, report)
+            for image in plan.images:
+                report(f"pushed {repository.name}:{plan.platform_tag(image)}@"
+                       f"{platform_digests[image.platform]} (no moving tag, nothing recorded)")
+            return {"platforms": platform_digests}
+        digest, platform_digests = execute(plan, pusher, registry.resolve, report)
+        from lockdock.git import git_facts
 
-    record = publication_record(plan, digest, platform_digests, project_root,
-                                revision=git_facts(project_root)[1])
-    workspace.write_images_lock(updated_images_lock(existing, record))
+        record = publication_record(plan, digest, platform_digests, project_root,
+                                    revision=git_facts(project_root)[1])
+        workspace.write_images_lock(updated_images_lock(existing, record))
+    except BaseException:  # Ctrl-C too: no local tag left behind by a run that did not finish
+        undo = getattr(pusher, "undo_local_tags", None)
+        if undo is not None:
+            undo(report)
+        raise
     report(f"published {record['reference']}")
     return record
 

@@ -213,11 +213,13 @@ def publication_record(
 
 def recorded_date(existing: Mapping[str, Any] | None, flavor: str, repository: str,
                   digests: Iterable[str]) -> str | None:
+    """The date ``existing`` (read, so type-checked, by ``Workspace.read_images_lock``)
+    records for these image ids in this repository; None when it records none."""
     wanted = set(digests)
     for record in (existing or {}).get("images", []):
         if (record.get("flavor"), record.get("repository")) != (flavor, repository):
             continue
         ids = {p.get("image_id") for p in record.get("platforms", {}).values()}
         if ids == wanted:
-            return str(record.get("date")) or None
+            return record.get("date") or None
     return None

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from lockdock.errors import RegistryError, UsageError
+from lockdock.tags import TAG
 
 DOCKER_HUB = "docker.io"
 _DOCKER_HUB_API = "registry-1.docker.io"
@@ -34,10 +34,20 @@ MANIFEST_TYPES = (
 )
 # Matched whole (``fullmatch``: ``$`` would let a trailing newline through); ASCII ``\w``.
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_TAG = re.compile(r"\w[\w.-]{0,127}", re.ASCII)
 _PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_TOKEN = re.compile(r"[!-~]+")  # visible ASCII: what an Authorization header can carry
 _REGISTRY_HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?")
+
+
+def is_digest(text: object) -> bool:
+    """Whether ``text`` is a digest as lockdock writes and accepts them (``sha256:`` + 64 hex)."""
+    return isinstance(text, str) and _DIGEST.fullmatch(text) is not None
+
+
+def is_tag(text: object) -> bool:
+    """Whether ``text`` is a valid image tag (the distribution/reference grammar)."""
+    return isinstance(text, str) and TAG.fullmatch(text) is not None
 
 
 class UnknownTagError(RegistryError):
@@ -99,7 +109,7 @@ def parse_reference(text: str) -> ImageRef:
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG.fullmatch(tag):
+        if not TAG.fullmatch(tag):
             raise UsageError(f"Image reference {text!r} has an invalid tag {tag!r}.")
     name = rest
     first, _, remainder = name.partition("/")
@@ -141,6 +151,25 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', params))
 
 
+def _json_answer(body: bytes, source: str, fix: str = "") -> Any:
+    """A registry's answer ``body`` as JSON, through ``textio.load_json`` (its limits on depth
+    and number size included); RegistryError naming ``source`` when it is not JSON."""
+    from lockdock.textio import load_json
+
+    return load_json(body.decode("utf-8", errors="replace"), source, RegistryError, fix=fix)
+
+
+def _found(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _answered(response: Any) -> str:
+    """``text/html, 18 bytes``: what an answer was, for messages."""
+    kind = str(response.headers.get("Content-Type", "")) or "no content type"
+    return f"{kind}, {len(response.content)} bytes"
+
+
 def check_manifest(ref: ImageRef, body: bytes, content_type: str, header: str | None) -> None:
     """RegistryError unless ``body`` is a manifest or index whose sha256 agrees with every
     digest claimed for it (the ``Docker-Content-Digest`` header, the reference's digest).
@@ -151,9 +180,9 @@ def check_manifest(ref: ImageRef, body: bytes, content_type: str, header: str | 
     media_type = content_type.split(";", 1)[0].strip().lower()
     declared = None
     try:
-        document = json.loads(body)
+        document = _json_answer(body, f"The manifest of {ref}")
         declared = document.get("mediaType") if isinstance(document, dict) else None
-    except ValueError:
+    except RegistryError:
         document = None
     if media_type not in MANIFEST_TYPES or not isinstance(document, dict) or (
         declared is not None and declared not in MANIFEST_TYPES
@@ -172,6 +201,43 @@ def check_manifest(ref: ImageRef, body: bytes, content_type: str, header: str | 
                 f"The manifest {ref.registry} sent for {ref} has digest {actual}, but "
                 f"{source} says {claimed}: the registry (or something between) altered it."
             )
+
+
+def _token(ref: ImageRef, realm: str, response: Any) -> str:
+    """The token in a token endpoint's answer: a JSON object with a ``token`` (or, OAuth2's
+    spelling, ``access_token``) string."""
+    source = (f"The answer of registry {ref.registry}'s token endpoint {realm} for {ref.name} "
+              f"({_answered(response)})")
+    question = (f"Is {realm} (the realm of the registry's WWW-Authenticate challenge) a token "
+                "service, not a login page or a proxy?")
+    body = _json_answer(bytes(response.content), source, f"That is not a JSON token. {question}")
+    token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):  # it goes into a header
+        raise RegistryError(f"{source} is not a JSON token (an object with a `token` or "
+                            f"`access_token` string): found {_found(body)}. {question}")
+    return token
+
+
+def _image_config(data: Any, source: str, fix: str) -> dict[str, Any]:
+    """``data`` when it is an image config as far as publish reads one (``os``,
+    ``architecture``, ``created``, ``config.Labels``), else RegistryError naming ``source``."""
+    def wrong(field: str, expected: str, value: object) -> RegistryError:
+        return RegistryError(f"{source} is not an image config: `{field}` should be "
+                             f"{expected}, found {_found(value)}. {fix}")
+
+    if not isinstance(data, dict):
+        raise wrong("(the document)", "a JSON object", data)
+    for key in ("os", "architecture", "created"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise wrong(key, "a string", data[key])
+    section = data.get("config")
+    if section is not None and not isinstance(section, dict):
+        raise wrong("config", "an object", section)
+    labels = (section or {}).get("Labels")
+    if labels is not None and (not isinstance(labels, dict)
+                               or not all(isinstance(v, str) for v in labels.values())):
+        raise wrong("config.Labels", "an object of strings", labels)
+    return data
 
 
 class RegistryClient:
@@ -267,8 +333,7 @@ class RegistryClient:
                     f"(HTTP {response.status_code} from {params['realm']}).",
                     hint=f"Check `docker login {ref.registry}`.",
                 )
-            body = response.json()
-            value = f"Bearer {body.get('token') or body.get('access_token')}"
+            value = f"Bearer {_token(ref, params['realm'], response)}"
         else:
             raise RegistryError(
                 f"Registry {ref.registry} asked for an authentication lockdock does not speak: "
@@ -318,20 +383,28 @@ class RegistryClient:
 
     def image_config(self, ref: ImageRef) -> dict[str, Any]:
         """The image config (``os``, ``architecture``, ``created``...) of a single-platform
-        manifest."""
+        manifest; RegistryError naming ``ref`` when the registry's answer is not one."""
         body, _media_type = self.manifest_bytes(ref)
-        manifest = json.loads(body)
-        config = (manifest.get("config") or {}).get("digest")
-        if not config:
-            raise RegistryError(f"{ref} is not a single-platform image manifest.")
+        manifest = _json_answer(body, f"The manifest of {ref}")  # an object: check_manifest
+        section = manifest.get("config")
+        config = section.get("digest") if isinstance(section, dict) else None
+        if not is_digest(config):
+            raise RegistryError(f"{ref} is not a single-platform image manifest: it names no "
+                                "config blob (`config.digest`, sha256:<64 hex digits>).")
         response = self._request("GET", ref, f"blobs/{config}", "*/*")
         if response.status_code != 200:
             raise RegistryError(
                 f"Registry {ref.registry} answered HTTP {response.status_code} for the config "
                 f"blob of {ref}."
             )
-        data = response.json()
-        return data if isinstance(data, dict) else {}
+        content = bytes(response.content)
+        source = f"The config blob {config} of {ref} ({_answered(response)})"
+        fix = f"Push {ref} again (`lockdock publish --platform-only`)."
+        actual = f"sha256:{hashlib.sha256(content).hexdigest()}"
+        if actual != config:
+            raise RegistryError(f"{source} has digest {actual}: the registry (or something "
+                                f"between) altered it. {fix}")
+        return _image_config(_json_answer(content, source, fix), source, fix)
 
     def tag_digest_or_none(self, ref: ImageRef) -> str | None:
         """Like ``resolve`` but None when the tag does not exist yet."""

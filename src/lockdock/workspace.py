@@ -25,7 +25,7 @@ is a SpecError (exit 3).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,33 +280,116 @@ def read_gate_record(path: Path) -> dict[str, Any] | None:
 
 _IMAGES_FIX = "Fix or delete it; `lockdock publish` rewrites it."
 _IMAGE_STRINGS = ("flavor", "repository", "digest", "reference")
+_DIGEST_RULE = "a digest (sha256: and 64 lowercase hex digits)"
+
+
+def _is_string(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_lock_hash(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef"
+                                                               for c in value)
+
+
+def _is_date(value: object) -> bool:  # YYYYMMDD: it goes into the descriptive tag
+    return isinstance(value, str) and len(value) == 8 and value.isascii() and value.isdigit()
+
+
+#: Optional fields of a record: the rule each value follows, and its test.
+_RECORD_FIELDS: tuple[tuple[str, str, Callable[[object], bool]], ...] = (
+    ("lock", "a string", _is_string),
+    ("lock_hash", "64 lowercase hex digits (the lock's SHA-256)", _is_lock_hash),
+    ("date", "a date YYYYMMDD", _is_date),
+    ("revision", "a string", _is_string),
+)
 
 
 def read_images_lock(path: Path) -> dict[str, Any] | None:
     """images.lock.json at ``path``, None when absent, SpecError naming the file (and the
-    record) when it is not what ``publish`` writes."""
+    record and field) when it is not what ``publish`` writes, or holds two records of one
+    flavor and repository. Every later reader trusts the types checked here."""
     data = read_json(path, fix=_IMAGES_FIX)
     if data is None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise SpecError(f"{path} is not an images.lock.json: it needs an `images` list. "
                         f"{_IMAGES_FIX}")
-    if data.get("version", IMAGES_LOCK_VERSION) != IMAGES_LOCK_VERSION:
+    version = data.get("version", IMAGES_LOCK_VERSION)
+    if isinstance(version, bool) or version != IMAGES_LOCK_VERSION:
         raise SpecError(f"{path} has version {data.get('version')!r}; this lockdock reads "
                         f"version {IMAGES_LOCK_VERSION}. Upgrade lockdock, or delete it.")
+    seen: dict[tuple[str, str], int] = {}
     for number, record in enumerate(data["images"], 1):
-        what = f"images.lock.json (record {number})"
-        if not isinstance(record, dict):
-            raise SpecError(f"{path} is not a valid {what}: a record is not a JSON object. "
-                            f"{_IMAGES_FIX}")
-        for key in _IMAGE_STRINGS:
-            _need(record, key, str, what, path, _IMAGES_FIX)
-        platforms = record.get("platforms", {})
-        if not isinstance(platforms, dict) or not all(isinstance(p, dict)
-                                                      for p in platforms.values()):
-            raise SpecError(f"{path} is not a valid {what}: `platforms` should map each "
-                            f"platform to an object. {_IMAGES_FIX}")
+        _check_published_record(path, number, record)
+        key = (record["flavor"], record["repository"])
+        if key in seen:
+            raise SpecError(f"{path} has two records of flavor {key[0]!r} in repository "
+                            f"{key[1]} (records {seen[key]} and {number}): there is one per "
+                            f"flavor and repository. {_IMAGES_FIX}")
+        seen[key] = number
     return data
+
+
+def _check_published_record(path: Path, number: int, record: Any) -> None:
+    """SpecError naming the file, the record (number, flavor, repository) and the field
+    unless ``record`` has the fields and types ``publish_plan.publication_record`` writes."""
+    from lockdock.platform import DOCKER_PLATFORMS
+    from lockdock.registry import ImageRef, is_digest, is_tag, parse_reference
+
+    what = f"images.lock.json (record {number})"
+    if not isinstance(record, dict):
+        raise SpecError(f"{path} is not a valid {what}: a record is not a JSON object. "
+                        f"{_IMAGES_FIX}")
+    _need(record, "flavor", str, what, path, _IMAGES_FIX)
+    _need(record, "repository", str, what, path, _IMAGES_FIX)
+    fix = (f"(Record {number} is flavor {record['flavor']!r} in repository "
+           f"{record['repository']}.) {_IMAGES_FIX}")
+    for key in _IMAGE_STRINGS[2:]:
+        _need(record, key, str, what, path, fix)
+
+    def wrong(field: str, expected: str, value: object) -> SpecError:
+        text = repr(value)
+        found = f"{type(value).__name__} {text if len(text) <= 160 else text[:157] + '...'}"
+        return SpecError(f"{path} is not a valid {what}: `{field}` should be {expected}, "
+                         f"found {found}. {fix}")
+
+    def parsed(key: str) -> ImageRef:
+        try:
+            return parse_reference(record[key])
+        except LockdockError as error:
+            raise SpecError(f"{path} is not a valid {what}: `{key}`: {error.message} {fix}") \
+                from None
+
+    repository = parsed("repository")
+    if repository.tag or repository.digest or repository.name != record["repository"]:
+        raise wrong("repository", "a repository without tag or digest (REGISTRY/NAME)",
+                    record["repository"])
+    if not is_digest(record["digest"]):
+        raise wrong("digest", _DIGEST_RULE, record["digest"])
+    reference = parsed("reference")
+    if reference.name != repository.name or reference.digest is None:
+        raise wrong("reference", f"{repository.name}:TAG@DIGEST (the record's repository, "
+                    "pinned)", record["reference"])
+    for key, rule, valid in _RECORD_FIELDS:
+        if key in record and not valid(record[key]):
+            raise wrong(key, rule, record[key])
+    tags = record.get("tags", [])
+    if not isinstance(tags, list) or not all(is_tag(t) for t in tags):
+        raise wrong("tags", "a list of image tags (strings)", tags)
+    platforms = record.get("platforms", {})
+    if not isinstance(platforms, dict) or not all(isinstance(e, dict) for e in platforms.values()):
+        raise wrong("platforms", "an object mapping each platform to an object", platforms)
+    for platform, entry in platforms.items():
+        if platform not in DOCKER_PLATFORMS:
+            raise wrong("platforms", f"keyed by platform ({', '.join(DOCKER_PLATFORMS)})",
+                        platform)
+        for key, rule, valid in (("digest", _DIGEST_RULE, is_digest),
+                                 ("image_id", _DIGEST_RULE, is_digest),
+                                 ("tag", "an image tag", is_tag),
+                                 ("gate_report", "a string", _is_string)):
+            if key in entry and not valid(entry[key]):
+                raise wrong(f'platforms["{platform}"].{key}', rule, entry[key])
 
 
 def updated_images_lock(existing: Mapping[str, Any] | None, record: Mapping[str, Any]) \
