@@ -1,9 +1,11 @@
 """Helpers every test tier shares: one way to run the CLI (in process, or as a process the
-way users run it), one lock-entry factory, one ``docker`` runner."""
+way users run it), one lock-entry factory, one ``docker`` runner, one fake ``docker`` client
+on PATH and one smallest project (a flavor, an environment, a lock of one package)."""
 
 from __future__ import annotations
 
 import shutil
+import stat
 import subprocess
 import sys
 import zipfile
@@ -92,3 +94,28 @@ def installer_for_image(root: Path, dest: Path) -> Path:
     for path in [dest, *dest.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     return dest
+
+
+def fake_docker(tmp_path: Path, script: str) -> str:
+    """A PATH whose ``docker`` is the shell ``script`` (faults injected without an engine)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text("#!/bin/sh\n" + script)
+    docker.chmod(docker.stat().st_mode | stat.S_IEXEC)
+    return f"{bin_dir}:/usr/bin:/bin"
+
+
+def one_package_project(root: Path) -> Path:
+    """``root`` as a project: flavor cpu, an empty environment.yml, a lock of one package."""
+    from lockdock.testing.flavors import write_flavor
+    from lockdock.testing.installs import Entry, write_lock
+
+    write_flavor(root / "images", "cpu")
+    (root / "environment.yml").write_text("dependencies: []\n")
+    package = root / "pkgs" / "hello-1.0-0.conda"
+    package.parent.mkdir(parents=True)
+    package.write_bytes(b"hello")
+    write_lock(root / "conda-lock.yml",
+               [Entry(package, f"https://c/noarch/{package.name}", "conda", "hello", "1.0")])
+    return root

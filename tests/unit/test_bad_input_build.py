@@ -19,24 +19,14 @@ from lockdock.image import build as image_build
 from lockdock.image import plan
 from lockdock.installer.store import relative_path
 from lockdock.platform import Platform
-from lockdock.testing.flavors import write_flavor
-from lockdock.testing.installs import Entry, write_lock
 from lockdock.workspace import IMAGES_LOCK, BuildRecord, Workspace
-from tests.helpers import run_cli
+from tests.helpers import one_package_project, run_cli
 
 OLD = "sha256:" + "1" * 64
 NEW = "sha256:" + "2" * 64
 
 
-def _project(root: Path) -> Path:
-    write_flavor(root / "images", "cpu")
-    (root / "environment.yml").write_text("dependencies: []\n")
-    package = root / "pkgs" / "hello-1.0-0.conda"
-    package.parent.mkdir(parents=True)
-    package.write_bytes(b"hello")
-    write_lock(root / "conda-lock.yml",
-               [Entry(package, f"https://c/noarch/{package.name}", "conda", "hello", "1.0")])
-    return root
+
 
 
 class FakeEngine:
@@ -67,7 +57,7 @@ class FakeEngine:
 def built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FlavorContext, FakeEngine]:
     """A resolved flavor whose build runs up to the engine, which is faked; planning is the
     real ``plan_build`` (staging is not: it downloads the installer's wheels)."""
-    context = resolve_flavor(_project(tmp_path / "proj"), "cpu", "linux/amd64")
+    context = resolve_flavor(one_package_project(tmp_path / "proj"), "cpu", "linux/amd64")
     engine = FakeEngine()
 
     def prepare(context: FlavorContext, store: Path | None, **kwargs: Any) -> plan.BuildPlan:
@@ -254,7 +244,7 @@ def test_a_foreign_image_names_the_option_fix(tmp_path: Path) -> None:
 
 
 def _published(root: Path) -> Path:
-    _project(root)
+    one_package_project(root)
     Workspace(root).images_lock_path.write_text(json.dumps({"version": 1, "images": [{
         "flavor": "cpu", "repository": "127.0.0.1:5000/x", "digest": "sha256:" + "a" * 64,
         "reference": "127.0.0.1:5000/x:cpu-abc@sha256:" + "a" * 64}]}))

@@ -5,7 +5,6 @@ work; no engine needed (a fake ``docker`` on PATH stands in for the edges)."""
 from __future__ import annotations
 
 import json
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +17,15 @@ from lockdock.errors import EngineError, LockdockError, RegistryError, SpecError
 from lockdock.image import plan
 from lockdock.image.stage import prepare_build
 from lockdock.installer.store import relative_path
-from lockdock.testing.flavors import write_flavor
-from lockdock.testing.installs import Entry, write_lock
 from lockdock.workspace import BuildRecord, Workspace
+from tests.helpers import fake_docker, one_package_project
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
 
-def _fake_docker(tmp_path: Path, script: str) -> str:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text("#!/bin/sh\n" + script)
-    docker.chmod(docker.stat().st_mode | stat.S_IEXEC)
-    return f"{bin_dir}:/usr/bin:/bin"
 
-
-def _project(tmp_path: Path) -> Path:
-    project = tmp_path / "proj"
-    write_flavor(project / "images", "cpu")
-    (project / "environment.yml").write_text("dependencies: []\n")
-    package = project / "pkgs" / "hello-1.0-0.conda"
-    package.parent.mkdir(parents=True)
-    package.write_bytes(b"hello")
-    write_lock(project / "conda-lock.yml",
-               [Entry(package, "https://c/noarch/hello-1.0-0.conda", "conda", "hello", "1.0")])
-    return project
 
 
 # --- A: --name and --base-image -------------------------------------------------------------
@@ -97,7 +77,7 @@ def test_prepare_build_refuses_them_before_staging_anything(
 ) -> None:
     """An empty --name no longer falls back to lockdock/<flavor>; a bad --base-image is no
     BuildKit failure (exit 10) after staging: exit 2, with nothing staged."""
-    project = _project(tmp_path)
+    project = one_package_project(tmp_path / "proj")
     context = resolve_flavor(project, "cpu", "linux/amd64")
     workspace = Workspace(project)
     (artifact,) = context.artifacts
@@ -157,7 +137,7 @@ def test_a_builder_that_does_not_exist_is_a_usage_error(
 ) -> None:
     script = ('if [ "$1 $2" = "buildx inspect" ]; then echo \'ERROR: no builder "nosuch" '
               "found' >&2; exit 1; fi\necho 26.1.5\n")
-    monkeypatch.setenv("PATH", _fake_docker(tmp_path, script))
+    monkeypatch.setenv("PATH", fake_docker(tmp_path, script))
     with pytest.raises(UsageError) as caught:
         engine.check_engine("nosuch")
     assert caught.value.exit_code == 2 and "--builder 'nosuch'" in str(caught.value)
@@ -266,7 +246,7 @@ esac
 
 
 def _registry_docker(tmp_path: Path) -> str:
-    path = _fake_docker(tmp_path, _REGISTRY)
+    path = fake_docker(tmp_path, _REGISTRY)
     bin_dir = tmp_path / "bin"
     (bin_dir / "manifest.json").write_text(json.dumps(_manifest()))
     (bin_dir / "config.json").write_text(json.dumps(_config([D1, D2])))
@@ -296,7 +276,7 @@ def test_the_recorded_image_gone_from_the_engine_says_to_rebuild(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Not a Docker Hub lookup of the local tag (exit 9, DNS error): exit 2, rebuild."""
-    project = _project(tmp_path)
+    project = one_package_project(tmp_path / "proj")
     Workspace(project).write_build_record(BuildRecord(
         flavor="cpu", platform="linux/amd64", reference="hunt2/gone:cpu-1", digest=D1,
         tags=("hunt2/gone:cpu-1",), lock="conda-lock.yml", lock_sha256="0" * 64,

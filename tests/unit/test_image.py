@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import stat
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from lockdock.tags import Tags
 from lockdock.testing.flavors import write_flavor
 from lockdock.testing.installs import Entry, write_lock
 from lockdock.workspace import Workspace
+from tests.helpers import fake_docker
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -285,15 +285,6 @@ def test_a_locked_sdist_without_its_built_wheel_is_refused_before_staging(
 # --- engine checks (faults injected with a fake docker on PATH) ---------------------------
 
 
-def _fake_docker(tmp_path: Path, script: str) -> str:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text("#!/bin/sh\n" + script)
-    docker.chmod(docker.stat().st_mode | stat.S_IEXEC)
-    return f"{bin_dir}:/usr/bin:/bin"
-
-
 def test_no_docker_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(EngineError, match="not installed") as caught:
@@ -302,14 +293,14 @@ def test_no_docker_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 
 
 def test_engine_not_answering(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("PATH", _fake_docker(tmp_path, "echo 'Cannot connect' >&2; exit 1\n"))
+    monkeypatch.setenv("PATH", fake_docker(tmp_path, "echo 'Cannot connect' >&2; exit 1\n"))
     with pytest.raises(EngineError, match="does not answer"):
         engine.check_engine()
 
 
 def test_buildx_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     script = 'if [ "$1" = buildx ]; then echo "unknown command" >&2; exit 1; fi\necho 26.1.5\n'
-    monkeypatch.setenv("PATH", _fake_docker(tmp_path, script))
+    monkeypatch.setenv("PATH", fake_docker(tmp_path, script))
     with pytest.raises(EngineError, match="buildx plugin is missing") as caught:
         engine.check_engine()
     assert "docker-buildx" in str(caught.value)
@@ -322,7 +313,7 @@ def test_cli_refuses_an_unknown_flavor_and_a_stale_lock_whatever_the_engine_stat
     not answer, the unknown flavor and the stale lock still get their own exit codes."""
     from lockdock.cli import main
 
-    monkeypatch.setenv("PATH", _fake_docker(tmp_path, "echo 'Cannot connect' >&2; exit 1\n"))
+    monkeypatch.setenv("PATH", fake_docker(tmp_path, "echo 'Cannot connect' >&2; exit 1\n"))
     project = tmp_path / "proj"
     (project / "images" / "cpu").mkdir(parents=True)
     write_flavor(project / "images", "cpu")
