@@ -21,6 +21,7 @@ from lockdock.installer.lockfile import (
     check_platform,
     lock_exists,
     parse_lock,
+    read_lock,
     usable_filename,
 )
 from tests.unit.test_bad_input import (  # noqa: F401  (proj: the fixture)
@@ -143,8 +144,6 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[Project], None], str]] = [
      "`package` is empty (null)"),
     ("package-mapping-lock-check", LOCK_CHECK, edit(lambda d: d.__setitem__("package", {})),
      "`package` is a mapping {}"),
-    ("package-empty-lock-check", LOCK_CHECK, edit(lambda d: d.__setitem__("package", [])),
-     "`package` is a list []"),
     ("url-no-file-name-fetch-check", FETCH_CHECK, field(1, "url", "https://example.invalid/"),
      "url 'https://example.invalid/' has no usable file name"),
     ("url-bad-ipv6-fetch", FETCH, field(1, "url", "http://[x/hello-1.0-0.tar.bz2"),
@@ -195,6 +194,17 @@ def test_an_explicit_lock_with_one_entry_per_package_still_reads(tmp_path: Path)
 
 
 # --- the pure checks ------------------------------------------------------------------
+
+
+def test_the_lock_of_an_empty_environment_reads(tmp_path: Path) -> None:
+    """``dependencies: []`` locks to ``package: []`` (conda-lock's writer, through `lockdock
+    lock`): the reader must take back what the writer writes, not send the user to re-lock."""
+    path = tmp_path / "conda-lock.yml"
+    path.write_text("version: 1\nmetadata:\n  content_hash: {linux-64: abc}\n"
+                    "  channels: [{url: conda-forge, used_env_vars: []}]\n"
+                    "  platforms: [linux-64]\n  sources: [environment.yml]\npackage: []\n")
+    lock = read_lock(path)
+    assert lock.artifacts == () and lock.platforms == ("linux-64",)
 
 
 @pytest.mark.parametrize("value", ["linux-64", "linux-aarch64", "osx-arm64", "win-64"])

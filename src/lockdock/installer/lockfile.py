@@ -158,7 +158,7 @@ def parse_lock(raw: bytes, path: Path) -> Lock:
     if not isinstance(meta, dict):
         raise SpecError(f"{path}: `metadata` is {_shown(meta)}; expected a mapping.")
     packages = data["package"]
-    if not isinstance(packages, list) or not packages:
+    if not isinstance(packages, list):  # [] is an empty environment's lock
         raise SpecError(
             f"{path}: `package` is {_shown(packages)}; expected a list with one entry per "
             "locked package and platform. Re-lock with `lockdock lock`."
