@@ -317,9 +317,9 @@ def test_a_failing_write_leaves_the_old_lock(
     monkeypatch.setattr(conda_lock.lockfile, "write_conda_lock_file", half_write)
     env = locked_demo / "environment.yml"
     env.write_text(env.read_text().replace("hello >=1,<2", "hello >=1,<1.1"))
-    assert run_cli(locked_demo, "lock", "cpu") == 1
+    assert run_cli(locked_demo, "lock", "cpu") == 16  # LocalFileError: the disk is full
     err = capsys.readouterr().err
-    assert "Could not write" in err and "No space left on device" in err
+    assert "Could not write" in err and "no space left" in err.lower()
     assert "Traceback" not in err
     assert lock.read_bytes() == before
     assert sorted(p.name for p in locked_demo.iterdir()) == [
