@@ -437,7 +437,7 @@ CASES = [
     # 3 + 10. install refuses before touching the prefix
     Case("install-archive-lies", ("install", "{lock}", "--prefix", "{prefix}", "--platform",
                                   "linux-64", "--store", "{root}/store"), 7,
-         "index.json says hello 9.9", lying_archive),
+         "index.json says version '9.9'", lying_archive),
     Case("install-foreign-conda-prefix", ("install", "{lock}", "--prefix", "{prefix}",
                                           "--platform", "linux-64", "--store", "{root}/store"),
          8, "lockdock did not create", foreign_conda_prefix),

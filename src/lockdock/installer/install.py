@@ -62,6 +62,11 @@ from lockdock.errors import (
     LockdockError,
     UsageError,
 )
+from lockdock.installer.archive_checks import (
+    channel_of,
+    check_installed_links,
+    conda_records,
+)
 from lockdock.installer.built import wheels_for_install
 from lockdock.installer.lockfile import LockedArtifact
 from lockdock.installer.pip_install import install_pip
@@ -81,17 +86,21 @@ from lockdock.installer.prefix import (
     prefix_lock,
     read_prefix,
     refuse_prefix,
+    refuse_prefix_in_store,
     verify_prefix,
+)
+from lockdock.installer.prefix import (
+    conda_records as installed_conda_records,
 )
 from lockdock.installer.store import (
     STORE_DIR,
     artifact_path,
-    describe,
     fetch,
     list_missing,
     missing_from_store,
     verify_artifacts,
 )
+from lockdock.installer.wheel_install import check_wheels
 from lockdock.progress import say
 
 if TYPE_CHECKING:
@@ -117,29 +126,12 @@ def _fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _channel_of(url: str) -> str:
-    """``https://host/channel/linux-64/x.conda`` -> ``https://host/channel``."""
-    return url.rsplit("/", 2)[0]
-
-
-async def _records(conda: Sequence[LockedArtifact], store: Path) -> list[RepoDataRecord]:
-    from rattler.repo_data import RepoDataRecord
-
-    records: list[RepoDataRecord] = []
-    for artifact in conda:
-        record = await RepoDataRecord.from_package_archive(artifact_path(store, artifact))
-        if record.name.normalized != artifact.name or str(record.version) != artifact.version:
-            raise IntegrityError(
-                f"{describe(artifact)}: the archive's index.json says "
-                f"{record.name.normalized} {record.version}, not what the lock names."
-            )
-        if artifact.sha256:  # md5-only entries (explicit locks): the archive's own sha256
-            record.sha256 = bytes.fromhex(artifact.sha256)
-        if artifact.md5:
-            record.md5 = bytes.fromhex(artifact.md5)
-        record.channel = _channel_of(artifact.url)
-        records.append(record)
-    return records
+def _python_version(records: Sequence[RepoDataRecord]) -> str | None:
+    """``3.11`` for the lock's ``python`` package: where its wheels will go."""
+    for record in records:
+        if record.name.normalized == "python":
+            return ".".join(str(record.version).split(".")[:2])
+    return None
 
 
 def _remove_emptied_folders(prefix: Path, folders: set[str]) -> None:
@@ -196,20 +188,6 @@ def _package_cache(prefix: Path) -> Iterator[Path]:
         shutil.rmtree(cache, ignore_errors=True)
 
 
-def conda_records(conda: Sequence[LockedArtifact], store: Path) -> list[RepoDataRecord]:
-    """Read every archive's index.json and check it against its lock entry, before the
-    prefix is touched: a refused install leaves no prefix behind."""
-    try:
-        return asyncio.run(_records(conda, store))
-    except LockdockError:
-        raise
-    except Exception as error:  # rattler's own types: an archive it cannot read
-        raise IntegrityError(
-            f"A conda archive in store {store} cannot be read as a package: {error}. Delete "
-            "it and run `lockdock fetch` again."
-        ) from None
-
-
 def _install_conda(
     conda: Sequence[LockedArtifact], prefix: Path, records: Sequence[RepoDataRecord],
     platform: str, cache: Path,
@@ -249,7 +227,7 @@ def _normalise_conda_meta(prefix: Path, conda: Sequence[LockedArtifact]) -> None
         if artifact is None:
             continue
         record["url"] = artifact.url
-        record["channel"] = _channel_of(artifact.url)
+        record["channel"] = channel_of(artifact.url)
         record.pop("extracted_package_dir", None)
         record.pop("package_tarball_full_path", None)
         record.pop("link", None)
@@ -310,6 +288,7 @@ def install(
     prefix = Path(os.path.abspath(prefix))
     store = Path(store) if store is not None else Path.cwd() / STORE_DIR
     platform, artifacts = locked_selection(lock_path, platform, categories)
+    refuse_prefix_in_store(prefix, store)
     refuse_prefix(prefix, classify_prefix(prefix), force=force)
 
     missing = missing_from_store(artifacts, store)
@@ -338,6 +317,7 @@ def install(
         raise _unwritable(prefix, error) from None
     with prefix_lock(prefix):
         records = conda_records(conda, store)
+        check_wheels([artifact_path(store, a) for a in pip], prefix, _python_version(records))
         seconds["verify-store"] = time.perf_counter() - clock
         state = classify_prefix(prefix)  # again: another install may have run meanwhile
         refuse_prefix(prefix, state, force=force)
@@ -371,6 +351,7 @@ def _install_locked(
     with _package_cache(prefix) as cache:
         clock = time.perf_counter()
         _install_conda(conda, prefix, records, platform, cache)
+    check_installed_links(prefix, installed_conda_records(prefix))
     _normalise_conda_meta(prefix, conda)
     seconds["conda"] = time.perf_counter() - clock
     _fault_point("after-conda")

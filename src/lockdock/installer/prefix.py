@@ -153,6 +153,23 @@ def refuse_prefix(prefix: Path, state: PrefixState, *, force: bool) -> None:
         )
 
 
+def refuse_prefix_in_store(prefix: Path, store: Path) -> None:
+    """InstallError when ``prefix`` is (inside) the artifact store or holds it: the store is
+    content-addressed archives only (image builds mount it as the lock's artifacts), and
+    emptying an interrupted prefix would delete a store inside it."""
+    real_prefix, real_store = Path(os.path.realpath(prefix)), Path(os.path.realpath(store))
+    if real_prefix == real_store or real_store in real_prefix.parents:
+        raise InstallError(
+            f"Refusing to install into {prefix}: it is inside the artifact store {store}, "
+            "which holds only the lock's archives by hash. Choose a prefix outside the store."
+        )
+    if real_prefix in real_store.parents:
+        raise InstallError(
+            f"Refusing to install into {prefix}: the artifact store {store} is inside it (an "
+            "interrupted install empties its prefix). Keep the store outside the prefix."
+        )
+
+
 def locked_selection(
     lock_path: Path, platform: str | None, categories: Sequence[str]
 ) -> tuple[str, list[LockedArtifact]]:

@@ -193,6 +193,16 @@ def plan_wheel(wheel: Path, scheme: Scheme) -> WheelPlan:
                      _console_scripts(entry_text, wheel))  # fmt: skip
 
 
+def check_wheels(wheels: Sequence[Path], prefix: Path, python_version: str | None) -> None:
+    """Every refusal ``plan_wheel`` makes from the archives alone, before ``prefix`` exists:
+    planned against the scheme the lock's Python will give it (``lib/pythonX.Y``)."""
+    folder = f"python{python_version or 3}"
+    site = prefix / "lib" / folder / "site-packages"
+    scheme = Scheme(prefix, site, prefix / "bin" / "python", prefix / "include" / folder)
+    for wheel in wheels:
+        plan_wheel(wheel, scheme)
+
+
 def _console_scripts(text: str, wheel: Path) -> dict[str, str]:
     if not text.strip():
         return {}
@@ -419,6 +429,6 @@ def install_wheels(wheels: Sequence[Path], prefix: Path, python: Path, env: dict
 
 
 __all__ = [
-    "Scheme", "WheelPlan", "entry_point_script", "install_wheels", "plan_wheel", "record_hash",
-    "shebang",
+    "Scheme", "WheelPlan", "check_wheels", "entry_point_script", "install_wheels", "plan_wheel",
+    "record_hash", "shebang",
 ]
