@@ -6,7 +6,7 @@ Each command is a few lines that call into the pipeline module it names; no logi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,6 +23,28 @@ class _Context:
 
 
 pass_ctx = click.make_pass_decorator(_Context)
+
+
+def _non_empty(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse ``--platform ''``: it would silently mean the default (this machine's)."""
+    given = value if isinstance(value, tuple) else (value,)
+    if any(item is not None and not str(item).strip() for item in given):
+        raise click.BadParameter(
+            "it is empty: give a value, or leave the option out for its default.", ctx, param)
+    return value
+
+
+def _non_empty_path(ctx: click.Context, param: click.Parameter, value: str | None) \
+        -> Path | None:
+    """Refuse ``--prefix ''``, which would otherwise mean the current directory (``Path('')``
+    is ``.``: checked before the conversion)."""
+    if value == "":
+        raise click.BadParameter("it is empty: give a path ('.' for the current directory).",
+                                 ctx, param)
+    return None if value is None else Path(value)
+
+
+_JOBS = click.IntRange(min=1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,9 +127,8 @@ def lock(ctx: _Context, flavors: tuple[str, ...], check: bool, mirrors: tuple[st
 
 @cli.command()
 @click.argument("flavors", nargs=-1)
-@click.option(
-    "--platform", "platforms", multiple=True, help="Conda subdir (repeatable; default: all locked)."
-)
+@click.option("--platform", "platforms", multiple=True, callback=_non_empty,
+              help="Conda subdir (repeatable; default: all locked).")
 @click.option(
     "--store",
     type=click.Path(file_okay=False, path_type=Path),
@@ -115,7 +136,7 @@ def lock(ctx: _Context, flavors: tuple[str, ...], check: bool, mirrors: tuple[st
     help="Artifact store (default: <project>/.lockdock/store).",
 )
 @click.option("--check", is_flag=True, help="Offline: report what is missing from the store.")
-@click.option("--jobs", type=int, default=4, show_default=True, help="Parallel downloads.")
+@click.option("--jobs", type=_JOBS, default=4, show_default=True, help="Parallel downloads.")
 @pass_ctx
 def fetch(
     ctx: _Context,
@@ -149,8 +170,9 @@ def fetch(
 
 @cli.command()
 @click.argument("lockfile", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--prefix", type=click.Path(path_type=Path), required=True)
-@click.option("--platform", default=None, help="Conda subdir (default: this machine).")
+@click.option("--prefix", type=click.Path(), callback=_non_empty_path, required=True)
+@click.option("--platform", default=None, callback=_non_empty,
+              help="Conda subdir (default: this machine).")
 @click.option(
     "--store",
     type=click.Path(file_okay=False, path_type=Path),
@@ -162,7 +184,8 @@ def fetch(
     "--category", "categories", multiple=True, help="Lock category (repeatable; default: main)."
 )
 @click.option("--verify-only", is_flag=True, help="Only check that the prefix equals the lock.")
-@click.option("--jobs", type=int, default=4, show_default=True, help="Parallel downloads/hashes.")
+@click.option("--jobs", type=_JOBS, default=4, show_default=True,
+              help="Parallel downloads/hashes.")
 @click.option("--force", is_flag=True, help="Install into an existing conda prefix lockdock "
               "did not create (its packages not in the lock are removed).")
 @pass_ctx
@@ -378,7 +401,8 @@ def devcontainer(ctx: _Context, flavor: str, repository: str | None, output: Pat
 
 @cli.command()
 @click.argument("flavor")
-@click.option("--platform", default=None, help="Conda platform (default: this machine's).")
+@click.option("--platform", default=None, callback=_non_empty,
+              help="Conda platform (default: this machine's).")
 @click.option("--category", "categories", multiple=True, default=("main",), show_default=True,
               help="Lock categories to include (repeatable).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -401,7 +425,7 @@ def sbom(ctx: _Context, flavor: str, platform: str | None, categories: tuple[str
 @click.option("--kind", type=click.Choice(["explicit", "env"]), default="explicit",
               show_default=True, help="explicit: for `conda create --file`; env: for "
               "micromamba / `conda env create -f`.")
-@click.option("--platform", "platforms", multiple=True,
+@click.option("--platform", "platforms", multiple=True, callback=_non_empty,
               help="Conda platform to render (repeatable; default: every platform locked).")
 @click.option("--dev-dependencies/--no-dev-dependencies", default=True, show_default=True,
               help="Include the `dev` category (as conda-lock render).")

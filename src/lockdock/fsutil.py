@@ -6,6 +6,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,11 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") ->
     On any exception the temp file is removed and ``path`` is left as it was. The result keeps
     the mode of the file it replaces, else gets the umask's default (mkstemp's 0600 would make
     locks and SBOMs unreadable to other users, e.g. a container's non-root user). A symlink
-    is written through: the file it points at changes, the link stays a link.
+    is written through: the file it points at changes, the link stays a link. A device, pipe
+    or socket in its place (``/dev/null``, ``/dev/stdout`` into a pipe) is refused
+    (``refuse_special``): the rename would replace it with a regular file.
     """
+    refuse_special(path)
     if path.is_symlink():
         path = path.resolve()
     try:
@@ -43,6 +47,37 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") ->
         if isinstance(error, OSError) and not isinstance(error, LocalFileError):
             raise local_file_error(path, error, "write") from None
         raise
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def special_file_kind(path: Path | str) -> str | None:
+    """What ``path`` (through links) is when it exists but is neither a regular file nor a
+    directory: "a character device", "a pipe (FIFO)"...; None otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), None)
+
+
+def refuse_special(path: Path | str) -> None:
+    """LocalFileError when ``path`` is a device, pipe or socket: writing through a temp file
+    renamed into place would replace it (as root, ``-o /dev/null`` would turn /dev/null into
+    a regular file), and writing into it directly would not be atomic."""
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise LocalFileError(
+            f"Could not write {path}: it is {kind}, not a regular file; lockdock writes "
+            "files through a temp file renamed into place, which would replace it. Name a "
+            "regular file (new or existing) instead."
+        )
 
 
 def _target_mode(path: Path) -> int:
@@ -123,6 +158,8 @@ def write_texts_atomic(texts: dict[Path, str], originals: dict[Path, str]) -> No
     """
     staged: list[tuple[Path, str]] = []
     try:
+        for path in texts:
+            refuse_special(path)
         for path, text in texts.items():
             target = path.resolve() if path.is_symlink() else path
             try:

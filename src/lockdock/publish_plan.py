@@ -38,6 +38,7 @@ from lockdock.installer.lockfile import Lock
 from lockdock.platform import Platform
 from lockdock.registry import ImageRef
 from lockdock.tags import Tags, arch_tag, publish_tags
+from lockdock.textio import source_date_epoch
 from lockdock.workspace import Workspace
 
 
@@ -112,12 +113,9 @@ def publish_date(
                 continue
             if when.year > 2000:
                 return when.astimezone(UTC).strftime("%Y%m%d")
-    if env_epoch:
-        try:
-            return datetime.fromtimestamp(int(env_epoch), tz=UTC).strftime("%Y%m%d")
-        except ValueError:
-            raise UsageError(f"SOURCE_DATE_EPOCH={env_epoch!r} is not a number of seconds.") \
-                from None
+    epoch = source_date_epoch(env_epoch or "")  # the one parser: digits, up to year 9999
+    if epoch is not None:
+        return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y%m%d")
     return recorded or today
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from lockdock.errors import UsageError
+from lockdock.fsutil import special_file_kind
 from lockdock.installer.lockfile import Lock, LockedArtifact
 
 if TYPE_CHECKING:
@@ -143,13 +144,22 @@ def project_inputs(project: Project) -> Iterator[Path]:
     yield Workspace(project.root).images_lock_path
 
 
-def check_output(output: Path, project: Project, option: str = "--output") -> None:
+def check_output(output: Path, project: Project, option: str = "--output",
+                 *, alternative: str = "") -> None:
     """UsageError when ``output`` cannot be the file a command writes: a directory (``-o ''``
-    arrives as ``.``) or one of ``project_inputs`` (the same file, through any spelling or
-    link), which a render or SBOM would silently replace, breaking every later step."""
+    arrives as ``.``), a device, pipe or socket (``/dev/null``, ``/dev/stdout`` into a pipe:
+    the atomic write's rename would replace it) or one of ``project_inputs`` (the same file,
+    through any spelling or link), which a render or SBOM would silently replace, breaking
+    every later step. ``alternative``: a sentence on what to do instead, e.g. use stdout."""
     if output.name in ("", ".", "..") or output.is_dir():
         raise UsageError(f"Option {option} {str(output)!r} is empty or a directory: give the "
                          "path of the file to write.")
+    if (kind := special_file_kind(output)) is not None:
+        raise UsageError(
+            f"Option {option} {str(output)!r} is {kind}, not a regular file: lockdock writes "
+            "through a temp file renamed into place, which would replace it. Give the path "
+            f"of a regular file.{' ' + alternative if alternative else ''}"
+        )
     if not output.exists():
         return
     for path in project_inputs(project):

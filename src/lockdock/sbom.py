@@ -23,7 +23,6 @@ import functools
 import hashlib
 import importlib.util
 import json
-import os
 import posixpath
 import re
 import sys
@@ -35,9 +34,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from lockdock.errors import LockdockError, UsageError
+from lockdock.errors import LockdockError
 from lockdock.fsutil import write_text_atomic
 from lockdock.installer.lockfile import CONDA_SUFFIXES, Lock, LockedArtifact, read_lock
+from lockdock.textio import source_date_epoch
 
 #: The SBOM's file name, inside images (/usr/share/lockdock/) and next to gate reports.
 SBOM_FILE = "sbom.cdx.json"
@@ -111,15 +111,8 @@ def purl_for(artifact: LockedArtifact) -> str:
 def _timestamp(explicit: int | None = None) -> datetime | None:
     if explicit is not None:
         return datetime.fromtimestamp(explicit, tz=UTC)
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if not epoch:
-        return None
-    try:
-        return datetime.fromtimestamp(int(epoch), tz=UTC)
-    except ValueError:
-        raise UsageError(
-            f"SOURCE_DATE_EPOCH={epoch!r} is not an integer number of seconds."
-        ) from None
+    epoch = source_date_epoch()
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
 
 
 def build_bom(request: SbomRequest) -> Any:
@@ -340,10 +333,11 @@ def sbom_command(project_dir: Path, flavor: str, platform: str | None,
 
     project = load_project(project_dir)
     (chosen,) = project.select([flavor])
-    platform = platform or host_platform()
+    platform = host_platform() if platform is None else platform
     if output is None:
         return sbom_json(chosen.lock_path, platform, categories=categories, name=flavor)
-    check_output(output, project)
+    check_output(output, project,
+                 alternative="Leave out --output to get the SBOM on standard output.")
     write_sbom(chosen.lock_path, platform, output, categories=categories, name=flavor)
     return None
 

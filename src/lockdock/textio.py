@@ -214,3 +214,35 @@ def env_number(name: str, default: float, *, integer: bool = True, minimum: floa
             f"one (default {default:g}) or unset it."
         )
     return value
+
+
+#: The largest ``SOURCE_DATE_EPOCH`` a timestamp can carry: 9999-12-31T23:59:59Z.
+MAX_SOURCE_DATE_EPOCH = 253402300799
+
+
+def source_date_epoch(
+    raw: str | None = None, kind: type[LockdockError] = UsageError
+) -> int | None:
+    """``SOURCE_DATE_EPOCH`` (``raw``, else the environment's) as seconds; None when unset or
+    empty. The one parser of it: the specification
+    (reproducible-builds.org/specs/source-date-epoch) asks for ASCII digits only, so a
+    negative, fractional or signed value is ``kind`` (exit 2 by default) naming it, and so is
+    one past year 9999, which no timestamp can carry."""
+    import os
+
+    value = (os.environ.get("SOURCE_DATE_EPOCH", "") if raw is None else raw).strip()
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit()):
+        raise kind(
+            f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds since "
+            "1970-01-01 UTC (ASCII digits only, no sign): set it to one, e.g. "
+            "`git log -1 --format=%ct`, or unset it."
+        )
+    if len(value) > len(str(MAX_SOURCE_DATE_EPOCH)) or int(value) > MAX_SOURCE_DATE_EPOCH:
+        raise kind(
+            f"SOURCE_DATE_EPOCH={value!r} is after the year 9999 (at most "
+            f"{MAX_SOURCE_DATE_EPOCH}): it is a number of seconds since 1970-01-01 UTC, "
+            "not milliseconds; set it to one, or unset it."
+        )
+    return int(value)

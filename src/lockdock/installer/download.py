@@ -2,6 +2,10 @@
 hashed while it streams, renamed into place only on a match; bounded retries of transient
 network errors (a body cut short of its ``Content-Length`` is one); temp files of this
 process removed at once on an interrupt, those of dead processes swept by the next fetch.
+A failure is told in one line of plain words (``failure_reason``), never urllib's reprs,
+newlines or raw status lines; one that a retry cannot fix (a certificate that fails
+verification, a redirect to no URL) is not retried; a ``file://`` source that cannot be read
+(a directory, no permission) is a local file-system problem (LocalFileError), not a network one.
 
 Part of the installer: standard library only (``urllib``, so a base image's plain Python
 can fetch). ``lockdock.installer.store`` owns the layout and the verification it uses.
@@ -18,10 +22,11 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, NoReturn, Protocol
 
 from lockdock.errors import LocalFileError
 from lockdock.fsutil import local_file_error
@@ -76,6 +81,17 @@ class Cancelled(Exception):
 class _Truncated(http.client.IncompleteRead):
     """The body ended before its ``Content-Length``: the connection broke, a network error
     worth retrying, never a hash mismatch (urllib returns a short body without complaint)."""
+
+    def __init__(self, received: int, expected: int) -> None:
+        super().__init__(b"", expected - received)
+        self.received = received
+        self.total = expected
+
+    def __str__(self) -> str:
+        return (f"the connection closed after {self.received} of the {self.total} bytes its "
+                f"Content-Length announced, {self.total - self.received} more expected")
+
+    __repr__ = __str__
 
 
 #: Temp files of downloads running in this process, removed when a fetch is interrupted
@@ -134,11 +150,22 @@ def _content_length(response: Any) -> int | None:
         return None
 
 
+def _is_certificate_error(error: object) -> bool:
+    try:
+        import ssl
+    except ImportError:  # pragma: no cover - a Python built without ssl fetches no https
+        return False
+    return isinstance(error, ssl.SSLCertVerificationError)
+
+
 def _is_transient(error: BaseException) -> bool:
     if isinstance(error, urllib.error.HTTPError):
         return error.code in TRANSIENT_HTTP
     if isinstance(error, urllib.error.URLError):
-        return not isinstance(error.reason, FileNotFoundError | PermissionError | str)
+        return not isinstance(error.reason, FileNotFoundError | PermissionError | str) \
+            and not _is_certificate_error(error.reason)
+    if _is_certificate_error(error):
+        return False
     return isinstance(
         error,
         TimeoutError
@@ -148,11 +175,88 @@ def _is_transient(error: BaseException) -> bool:
     )
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).rstrip(".")
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a download failed, in one line of plain words (pure)."""
+    if isinstance(error, urllib.error.HTTPError):
+        message = str(error.msg or "")
+        loop = urllib.request.HTTPRedirectHandler.inf_msg
+        if message.startswith(loop):
+            return (f"the server keeps redirecting (last answer: HTTP {error.code} "
+                    f"{_one_line(message[len(loop):]) or 'redirect'}): a redirect loop, or more "
+                    f"than {urllib.request.HTTPRedirectHandler.max_redirections} redirects")
+        return f"HTTP Error {error.code}: {_one_line(message) or 'no reason given'}"
+    if isinstance(error, urllib.error.URLError):
+        reason = error.reason
+        if isinstance(reason, BaseException):
+            return failure_reason(reason)
+        return _one_line(str(reason)) or "no reason given"
+    if _is_certificate_error(error):
+        detail = getattr(error, "verify_message", None) or _one_line(str(error))
+        return (f"the server's TLS certificate failed verification ({_one_line(detail)}); not "
+                "retried: trust its issuer (SSL_CERT_FILE names a CA bundle) or use another URL")
+    if isinstance(error, _Truncated):
+        return str(error)
+    if isinstance(error, http.client.IncompleteRead):
+        more = f", {error.expected} more expected" if error.expected is not None else ""
+        return f"the connection closed after {len(error.partial)} bytes of the body{more}"
+    if isinstance(error, http.client.RemoteDisconnected):
+        return "the server closed the connection without answering"
+    if isinstance(error, http.client.BadStatusLine):
+        line = _one_line(str(getattr(error, "line", error)))[:80]
+        return f"the server did not answer in HTTP (its first line: {line!r})"
+    return _one_line(str(error)) or type(error).__name__
+
+
+def _unusable_location(url: str, error: ValueError) -> NoReturn:
+    raise urllib.error.URLError(
+        f"the server redirected to {url!r}, which is not a URL that can be fetched "
+        f"({_one_line(str(error))}); not retried"
+    ) from None
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, but a ``Location`` it cannot parse (``http://[::1/x``: a
+    ValueError out of ``urlsplit``) is a network failure naming it, not a crash."""
+
+    def http_error_302(self, req: Any, fp: Any, code: int, msg: str, headers: Any) -> Any:
+        try:
+            return super().http_error_302(req, fp, code, msg, headers)
+        except ValueError as error:
+            with contextlib.suppress(Exception):
+                fp.close()
+            _unusable_location(str(headers.get("Location") or headers.get("URI") or ""), error)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
 @contextlib.contextmanager
 def open_url(url: str) -> Iterator[IO[bytes]]:
     request = urllib.request.Request(url, headers={"User-Agent": "lockdock"})
-    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+    try:
+        response = urllib.request.build_opener(_Redirects).open(
+            request, timeout=DOWNLOAD_TIMEOUT_S)
+    except ValueError as error:  # the lock's URL itself (a port that is no number...)
+        raise urllib.error.URLError(
+            f"it is not a URL that can be fetched ({_one_line(str(error))})") from None
+    with response:
         yield response
+
+
+def _local_source_problem(url: str, error: BaseException) -> OSError | None:
+    """The OSError of a ``file://`` source that exists but cannot be read (a directory, no
+    permission): a local file-system problem. A missing file stays a download failure."""
+    if urllib.parse.urlsplit(url).scheme != "file" \
+            or not isinstance(error, urllib.error.URLError) \
+            or isinstance(error, urllib.error.HTTPError):
+        return None
+    reason = error.reason
+    if isinstance(reason, OSError) and not isinstance(reason, FileNotFoundError):
+        return reason
+    return None
 
 
 def _download_once(
@@ -196,7 +300,7 @@ def _download_once(
                     hasher.update(chunk)
                 progress.advance(len(chunk))
             if expected_length is not None and received < expected_length:
-                raise _Truncated(b"", expected_length - received)
+                raise _Truncated(received, expected_length)
             try:
                 out.flush()
                 os.fsync(out.fileno())
@@ -236,6 +340,7 @@ def download(
     final = artifact_path(store, artifact)
     sink = progress or NullProgress()
     last: BaseException | None = None
+    attempts = 0
     for attempt in range(DOWNLOAD_ATTEMPTS):
         if attempt:
             pause = RETRY_PAUSES[min(attempt - 1, len(RETRY_PAUSES) - 1)]
@@ -243,16 +348,28 @@ def download(
                 sleep(pause)
             elif stop.wait(pause):  # interrupted while pausing
                 raise Cancelled()
+        attempts += 1
         try:
             _download_once(artifact, final, sink, opener, stop)
             return final
         except (DownloadFailure, Cancelled, LocalFileError):
             raise
         except (OSError, http.client.HTTPException) as error:
+            if isinstance(error, urllib.error.HTTPError):
+                with contextlib.suppress(Exception):
+                    error.close()  # it holds the response's connection
+            if (local := _local_source_problem(artifact.url, error)) is not None:
+                where = local.filename or urllib.request.url2pathname(
+                    urllib.parse.urlsplit(artifact.url).path)
+                raise local_file_error(where, local, f"read {describe(artifact)} from") \
+                    from None
             last = error
             if not _is_transient(error):
                 break
-    raise DownloadFailure(f"{describe(artifact)} from {artifact.url}: {last}", integrity=False)
+    reason = failure_reason(last) if last is not None else "no attempt was made"
+    tries = f"; tried {attempts} times" if attempts > 1 else ""
+    raise DownloadFailure(f"{describe(artifact)} from {artifact.url}: {reason}{tries}",
+                          integrity=False)
 
 
 class NullProgress:

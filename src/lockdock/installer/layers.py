@@ -71,6 +71,7 @@ from lockdock.installer.prefix_manifest import (
     prefix_manifest_sha256,
     walk,
 )
+from lockdock.textio import source_date_epoch
 
 #: How many paths an error message lists before "and N more".
 LISTED = 20
@@ -432,13 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def source_date_epoch_from_env() -> int | None:
-    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise BuildError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds.") from None
+    """The build's ``SOURCE_DATE_EPOCH`` (``textio.source_date_epoch``: the one parser)."""
+    return source_date_epoch(kind=BuildError)
 
 
 def _write_shipped_tree(source: Path, out: Path) -> int:
