@@ -1,14 +1,19 @@
 """Helpers every test tier shares: one way to run the CLI (in process, or as a process the
 way users run it), one lock-entry factory, one ``docker`` runner, one fake ``docker`` client
-on PATH and one smallest project (a flavor, an environment, a lock of one package)."""
+on PATH, one smallest project (a flavor, an environment, a lock of one package) and one
+local HTTP server in a thread."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import shutil
 import stat
 import subprocess
 import sys
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,3 +124,19 @@ def one_package_project(root: Path) -> Path:
     write_lock(root / "conda-lock.yml",
                [Entry(package, f"https://c/noarch/{package.name}", "conda", "hello", "1.0")])
     return root
+
+
+@contextlib.contextmanager
+def http_server(handler: type[http.server.BaseHTTPRequestHandler] | object) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` served by ``handler`` (a request handler class, or a
+    factory such as ``functools.partial(SimpleHTTPRequestHandler, directory=...)``) in a
+    thread, shut down on exit."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # type: ignore[arg-type]
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

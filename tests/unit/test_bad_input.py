@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from lockdock.cli import main
 from lockdock.installer import prefix as prefix_mod
 from lockdock.workspace import Workspace
 from tests.fixtures.channel import write_project
+from tests.helpers import http_server
 
 ENV = """\
 name: demo
@@ -547,10 +547,12 @@ def test_bad_input_read_only(case: Case, proj: Project) -> None:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Answers every request with ``self.server.answer(handler)``."""
+    """Answers every request with its class's ``answer(handler)`` (``serve``)."""
+
+    answer: Callable[[http.server.BaseHTTPRequestHandler], None]
 
     def do_GET(self) -> None:
-        self.server.answer(self)  # type: ignore[attr-defined]
+        type(self).answer(self)
 
     do_HEAD = do_GET
 
@@ -560,15 +562,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def serve(answer: Callable[[http.server.BaseHTTPRequestHandler], None]) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.answer = answer  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """``127.0.0.1:PORT`` answering every request with ``answer``."""
+    handler = type("_Answering", (_Handler,), {"answer": staticmethod(answer)})
+    with http_server(handler) as url:
+        yield url.removeprefix("http://")
 
 
 def test_truncated_download_is_a_network_error_not_a_mismatch(

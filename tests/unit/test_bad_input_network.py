@@ -30,6 +30,7 @@ from lockdock.fsutil import atomic_write, write_text_atomic, write_texts_atomic
 from lockdock.installer import download as downloads
 from lockdock.installer import store
 from lockdock.installer.lockfile import LockedArtifact
+from tests.helpers import http_server
 from tests.unit.test_bad_input import (
     Project,
     assert_clean_failure,
@@ -115,13 +116,8 @@ GOOD = b"good bytes " * 1000
 @pytest.fixture
 def server() -> Iterator[str]:
     _Answers.requests = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(_Answers) as url:
+        yield url
 
 
 # --- finding 1: a redirect to a malformed URL --------------------------------------------

@@ -8,7 +8,6 @@ import http.server
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import urllib.error
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from lockdock.installer.lockfile import LockedArtifact, read_lock
 from lockdock.testing.flavors import write_flavor
 from lockdock.testing.installs import Entry, write_lock
 from lockdock.workspace import Workspace
+from tests.helpers import http_server
 
 
 def artifact_for(path: Path, *, manager: str = "pip") -> LockedArtifact:
@@ -196,14 +196,8 @@ class _SlowHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def slow_server(upstream: Path) -> Iterator[str]:
-    handler = functools.partial(_SlowHandler, directory=str(upstream))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(functools.partial(_SlowHandler, directory=str(upstream))) as url:
+        yield url
 
 
 def test_concurrent_fetch_processes_do_not_corrupt_the_store(
