@@ -568,6 +568,22 @@ def serve(answer: Callable[[http.server.BaseHTTPRequestHandler], None]) -> Itera
         yield url.removeprefix("http://")
 
 
+def fetch_from(
+    proj: Project, answer: Callable[[http.server.BaseHTTPRequestHandler], None],
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, str, dict[str, str], dict[str, str]]:
+    """``lockdock fetch`` of ``proj`` with every lock URL pointed at a server answering with
+    ``answer``: (exit code, output, the project's snapshot before, after without the store)."""
+    with serve(answer) as host:
+        proj.edit_lock(lambda d: [e.__setitem__("url", f"http://{host}/{Path(e['url']).name}")
+                                  for e in d["package"]])
+        before = snapshot(proj.root)
+        code, output = run_cli(["-C", str(proj.project), "fetch"], capsys)
+    after = snapshot(proj.root)
+    return code, output, before, {k: v for k, v in after.items()
+                                  if not k.startswith("project/.lockdock")}
+
+
 def test_truncated_download_is_a_network_error_not_a_mismatch(
     proj: Project, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -583,17 +599,12 @@ def test_truncated_download_is_a_network_error_not_a_mismatch(
         handler.end_headers()
         handler.wfile.write(b"x" * 10)  # then the connection closes: 990 bytes short
 
-    with serve(half) as host:
-        proj.edit_lock(lambda d: [e.__setitem__("url", f"http://{host}/{Path(e['url']).name}")
-                                  for e in d["package"]])
-        before = snapshot(proj.root)
-        code, output = run_cli(["-C", str(proj.project), "fetch"], capsys)
+    code, output, before, after = fetch_from(proj, half, capsys)
     assert_clean_failure(code, output, 5, "990 more expected")
     assert "sha256 is" not in output  # not reported as a hash mismatch
     assert len(requests) == 2 * download.DOWNLOAD_ATTEMPTS  # retried as transient
-    after = snapshot(proj.root)
-    assert {k: v for k, v in after.items() if not k.startswith("project/.lockdock")} == before
-    assert not [k for k in after if k.endswith(download.TEMP_SUFFIX)]
+    assert after == before
+    assert not [k for k in snapshot(proj.root) if k.endswith(download.TEMP_SUFFIX)]
 
 
 def _html(handler: http.server.BaseHTTPRequestHandler) -> None:

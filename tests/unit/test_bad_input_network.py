@@ -34,9 +34,9 @@ from tests.helpers import http_server
 from tests.unit.test_bad_input import (
     Project,
     assert_clean_failure,
+    fetch_from,
     proj,
     run_cli,
-    serve,
     snapshot,
 )
 
@@ -147,15 +147,10 @@ def test_cli_fetch_of_a_redirect_to_no_url_exits_5(
         handler.end_headers()
 
     monkeypatch.setattr(downloads, "RETRY_PAUSES", (0.0, 0.0))
-    with serve(bad_redirect) as host:
-        proj.edit_lock(lambda d: [e.__setitem__("url", f"http://{host}/{Path(e['url']).name}")
-                                  for e in d["package"]])
-        before = snapshot(proj.root)
-        code, output = run_cli(["-C", str(proj.project), "fetch"], capsys)
+    code, output, before, after = fetch_from(proj, bad_redirect, capsys)
     assert_clean_failure(code, output, 5, "http://[::1/x")
     assert "internal error" not in output
-    after = snapshot(proj.root)
-    assert {k: v for k, v in after.items() if not k.startswith("project/.lockdock")} == before
+    assert after == before
 
 
 # --- finding 6: failures a retry cannot fix ------------------------------------------------
@@ -199,22 +194,23 @@ def test_a_file_url_naming_a_directory_is_a_local_file_error_at_once(tmp_path: P
 # --- finding 7: one clean line per network failure ----------------------------------------
 
 
-def test_a_body_cut_short_names_the_bytes_really_read(server: str, tmp_path: Path) -> None:
+def _failure(url: str, tmp_path: Path) -> str:
+    """The one-line message of downloading ``url`` (pauses skipped)."""
     with pytest.raises(downloads.DownloadFailure) as raised:
-        downloads.download(artifact(f"{server}/short", GOOD), tmp_path / "store",
-                           sleep=lambda _: None)
+        downloads.download(artifact(url, GOOD), tmp_path / "store", sleep=lambda _: None)
     message = str(raised.value)
     one_line(message)
+    return message
+
+
+def test_a_body_cut_short_names_the_bytes_really_read(server: str, tmp_path: Path) -> None:
+    message = _failure(f"{server}/short", tmp_path)
     assert "closed after 10 of the 1000 bytes its Content-Length announced, 990 more " \
            "expected; tried 3 times" in message
 
 
 def test_a_redirect_loop_is_one_line(server: str, tmp_path: Path) -> None:
-    with pytest.raises(downloads.DownloadFailure) as raised:
-        downloads.download(artifact(f"{server}/loop", GOOD), tmp_path / "store",
-                           sleep=lambda _: None)
-    message = str(raised.value)
-    one_line(message)
+    message = _failure(f"{server}/loop", tmp_path)
     assert "the server keeps redirecting (last answer: HTTP 302 Found)" in message
 
 
